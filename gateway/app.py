@@ -1,0 +1,29 @@
+"""The Flask app factory."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+from flask import Flask
+
+from gateway import db, errors, health, metrics, pgerrors
+from gateway.auth import routes as auth_routes
+from gateway.data import routes as data_routes
+from gateway.rbac import enforcer
+from gateway.settings import Settings
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the gateway.  ``config`` overrides settings read from the
+    ``APPRUN_*`` environment (tests pass a dict)."""
+    settings = Settings.from_env()
+    if config:
+        settings = settings.merged(config)
+    app = Flask("gateway")
+    app.config["APPRUN_SETTINGS"] = settings
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    logging.getLogger("gateway").setLevel(logging.INFO)
+    for module in (errors, pgerrors, metrics, db, health, enforcer, auth_routes, data_routes):
+        module.init_app(app)
+    return app

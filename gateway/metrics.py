@@ -1,0 +1,56 @@
+"""Prometheus metrics at ``/metrics``: requests and latencies by route,
+plus process RSS and CPU (prometheus_client's process collector).
+
+Each gateway process answers with its own figures; the KPI gate samples
+whole process trees with psutil instead, so multi-process serving does not
+need prometheus_client's multiprocess mode.
+"""
+from __future__ import annotations
+
+import time
+
+from flask import Flask, Response, g, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import ProcessCollector, PlatformCollector
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0)
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        self.requests = Counter("apprun_http_requests", "HTTP requests by route, method and status",
+                                ["route", "method", "status"], registry=self.registry)
+        self.latency = Histogram("apprun_http_request_duration_seconds", "HTTP request latency by route",
+                                 ["route", "method"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.wasm_compile = Histogram("apprun_wasm_cold_start_seconds",
+                                      "WASM cold start: module load (compile or deserialize) + instantiate",
+                                      buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
+                                      registry=self.registry)
+        self.wasm_call = Histogram("apprun_wasm_hot_call_seconds", "WASM hot call (instantiate + export call)",
+                                   buckets=(1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 0.05),
+                                   registry=self.registry)
+
+
+def init_app(app: Flask) -> None:
+    metrics = GatewayMetrics()
+    app.extensions["apprun.metrics"] = metrics
+
+    @app.before_request
+    def _start_timer() -> None:
+        g.apprun_started = time.perf_counter()
+
+    @app.after_request
+    def _record(response: Response) -> Response:
+        started = g.get("apprun_started")
+        if started is not None:
+            route = request.url_rule.rule if request.url_rule else "<unmatched>"
+            metrics.requests.labels(route, request.method, str(response.status_code)).inc()
+            metrics.latency.labels(route, request.method).observe(time.perf_counter() - started)
+        return response
+
+    @app.get("/metrics")
+    def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST)

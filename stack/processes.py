@@ -1,0 +1,126 @@
+"""Start services detached, recognise them later, stop exactly them.
+
+A PID alone can be reused by another program after a reboot or a crash, so
+every record also keeps the process's start time; a PID whose start time
+differs is not ours and is never signalled.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+import psutil
+
+STOP_TIMEOUT_S = 15.0
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    pid: int
+    create_time: float
+    log: str
+    stop_signal: int = signal.SIGTERM
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "ServiceProcess":
+        return cls(**data)
+
+    def process(self) -> psutil.Process | None:
+        try:
+            proc = psutil.Process(self.pid)
+            if abs(proc.create_time() - self.create_time) > 0.5 or proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+            return proc
+        except psutil.Error:
+            return None
+
+    def alive(self) -> bool:
+        return self.process() is not None
+
+
+def spawn(name: str, argv: list[str], log_path: Path, env: Mapping[str, str] | None = None,
+          cwd: Path | None = None, user: str | None = None, stop_signal: int = signal.SIGTERM) -> ServiceProcess:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log_file:
+        popen = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=dict(env) if env is not None else None,
+            cwd=str(cwd) if cwd else None,
+            start_new_session=True,  # its own process group: stop it and its children together
+            user=user,
+        )
+    proc = psutil.Process(popen.pid)
+    # The Popen object is dropped; mark it reaped-by-psutil so Python does
+    # not warn, and so the process may outlive this command.
+    popen.returncode = 0
+    return ServiceProcess(name, popen.pid, proc.create_time(), str(log_path), int(stop_signal))
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float, service: ServiceProcess | None = None,
+               what: str = "service", interval_s: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if service is not None and not service.alive():
+            raise RuntimeError(f"{what} exited during start-up; see its log:\n{tail(service.log)}")
+        try:
+            if check():
+                return
+        except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+            pass
+        time.sleep(interval_s)
+    log_hint = f"\n{tail(service.log)}" if service else ""
+    raise TimeoutError(f"{what} did not become ready within {timeout_s:.0f} s{log_hint}")
+
+
+def stop(service: ServiceProcess, timeout_s: float = STOP_TIMEOUT_S) -> str:
+    """Stop gracefully with the service's stop signal, then SIGKILL its
+    process group after ``timeout_s``.  Returns what happened."""
+    proc = service.process()
+    if proc is None:
+        return "not running"
+    group = [proc] + _children(proc)
+    try:
+        proc.send_signal(service.stop_signal)
+    except psutil.NoSuchProcess:
+        return "stopped"
+    _gone, alive = psutil.wait_procs(group, timeout=timeout_s)
+    if not alive:
+        return "stopped"
+    for leftover in alive:
+        try:
+            leftover.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+    return "killed after timeout"
+
+
+def _children(proc: psutil.Process) -> list[psutil.Process]:
+    try:
+        return proc.children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def tail(path: str, lines: int = 30) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - 16384))
+            text = handle.read().decode(errors="replace")
+    except OSError:
+        return f"(no log at {path})"
+    return "\n".join(text.splitlines()[-lines:])

@@ -1,0 +1,180 @@
+-- apprun schema: idempotent, applied by `apprun-stack up` (and the tests)
+-- as the database owner.  The gateway connects as apprun_gateway, a role
+-- that owns nothing, is not a superuser and cannot bypass RLS, so
+-- PostgreSQL itself refuses rows of another tenant.
+
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'apprun_gateway') THEN
+    CREATE ROLE apprun_gateway LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS;
+  END IF;
+END
+$$;
+
+-- The caller's tenant, read from the claims the gateway sets per
+-- transaction with set_config('request.jwt.claims', ..., true).  NULL when
+-- no claims are set, which matches no row.
+CREATE OR REPLACE FUNCTION app_tenant_id() RETURNS uuid
+LANGUAGE sql STABLE AS $$
+  SELECT (nullif(current_setting('request.jwt.claims', true), '')::json ->> 'tenant_id')::uuid
+$$;
+
+CREATE TABLE IF NOT EXISTS tenants (
+  id          uuid PRIMARY KEY,
+  name        text NOT NULL,
+  plan        text NOT NULL DEFAULT 'free',
+  created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS users (
+  id            uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  tenant_id     uuid NOT NULL DEFAULT app_tenant_id() REFERENCES tenants(id),
+  email         text NOT NULL,
+  password_hash text NOT NULL,
+  role          text NOT NULL CHECK (role IN ('admin', 'user')),
+  created_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX IF NOT EXISTS users_email_key ON users (lower(email));
+
+CREATE TABLE IF NOT EXISTS products (
+  id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  tenant_id   uuid NOT NULL DEFAULT app_tenant_id() REFERENCES tenants(id),
+  name        text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+  price       numeric(12, 2) NOT NULL CHECK (price >= 0),
+  created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS products_tenant_created ON products (tenant_id, created_at);
+
+CREATE TABLE IF NOT EXISTS projects (
+  id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  tenant_id    uuid NOT NULL DEFAULT app_tenant_id() REFERENCES tenants(id),
+  name         text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+  owner_email  text,
+  workflow_id  text,
+  created_at   timestamptz NOT NULL DEFAULT now(),
+  UNIQUE (tenant_id, workflow_id)
+);
+
+-- What a mailer would drain; the welcome-email activity writes here.
+CREATE TABLE IF NOT EXISTS email_outbox (
+  id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  tenant_id    uuid NOT NULL DEFAULT app_tenant_id() REFERENCES tenants(id),
+  recipient    text NOT NULL,
+  subject      text NOT NULL,
+  body         text NOT NULL,
+  workflow_id  text,
+  created_at   timestamptz NOT NULL DEFAULT now(),
+  sent_at      timestamptz,
+  UNIQUE (tenant_id, workflow_id)
+);
+
+CREATE TABLE IF NOT EXISTS functions (
+  id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  tenant_id    uuid NOT NULL DEFAULT app_tenant_id() REFERENCES tenants(id),
+  name         text NOT NULL CHECK (name ~ '^[a-z0-9_-]{1,64}$'),
+  digest       text NOT NULL,
+  module       bytea NOT NULL,
+  size_bytes   integer NOT NULL,
+  exports      jsonb NOT NULL,
+  limits       jsonb NOT NULL DEFAULT '{}'::jsonb,
+  version      integer NOT NULL DEFAULT 1,
+  created_at   timestamptz NOT NULL DEFAULT now(),
+  deployed_at  timestamptz NOT NULL DEFAULT now(),
+  UNIQUE (tenant_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS workflow_executions (
+  id             uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  tenant_id      uuid NOT NULL DEFAULT app_tenant_id() REFERENCES tenants(id),
+  workflow_id    text NOT NULL UNIQUE,
+  run_id         text,
+  workflow_type  text NOT NULL,
+  status         text NOT NULL DEFAULT 'running'
+                 CHECK (status IN ('running', 'completed', 'failed')),
+  attempts       integer NOT NULL DEFAULT 0,
+  input          jsonb,
+  result         jsonb,
+  error          text,
+  started_at     timestamptz NOT NULL DEFAULT now(),
+  ended_at       timestamptz,
+  created_at     timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS workflow_executions_tenant_started
+  ON workflow_executions (tenant_id, started_at DESC);
+
+-- Row-level security: every tenant table, forced even for the owner.
+DO $$
+DECLARE
+  t text;
+BEGIN
+  FOREACH t IN ARRAY ARRAY['users', 'products', 'projects', 'email_outbox',
+                           'functions', 'workflow_executions'] LOOP
+    EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
+    EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
+    EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %I', t);
+    -- (SELECT app_tenant_id()) is evaluated once per statement, not per row.
+    EXECUTE format('CREATE POLICY tenant_isolation ON %I
+                      USING (tenant_id = (SELECT app_tenant_id()))
+                      WITH CHECK (tenant_id = (SELECT app_tenant_id()))', t);
+  END LOOP;
+END
+$$;
+
+ALTER TABLE tenants ENABLE ROW LEVEL SECURITY;
+ALTER TABLE tenants FORCE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS tenant_isolation ON tenants;
+CREATE POLICY tenant_isolation ON tenants USING (id = (SELECT app_tenant_id()));
+
+-- Views run with the caller's rights (security_invoker), so RLS applies.
+CREATE OR REPLACE VIEW tenant_stats WITH (security_invoker = true) AS
+SELECT t.id AS tenant_id,
+       t.name,
+       t.plan,
+       (SELECT count(*) FROM users u WHERE u.tenant_id = t.id) AS users,
+       (SELECT count(*) FROM products p WHERE p.tenant_id = t.id) AS products,
+       (SELECT count(*) FROM projects p WHERE p.tenant_id = t.id) AS projects,
+       (SELECT count(*) FROM functions f WHERE f.tenant_id = t.id) AS functions,
+       (SELECT count(*) FROM workflow_executions w WHERE w.tenant_id = t.id) AS workflow_runs
+FROM tenants t;
+
+CREATE OR REPLACE VIEW workflow_execution_stats WITH (security_invoker = true) AS
+SELECT tenant_id,
+       workflow_type,
+       count(*) AS runs,
+       count(*) FILTER (WHERE status = 'completed') AS completed,
+       count(*) FILTER (WHERE status = 'failed') AS failed,
+       count(*) FILTER (WHERE status = 'running') AS running,
+       coalesce(sum(attempts), 0) AS attempts,
+       round(avg(extract(epoch FROM ended_at - started_at))::numeric, 3) AS mean_duration_s
+FROM workflow_executions
+GROUP BY tenant_id, workflow_type;
+
+-- Login must find a user before any tenant is known: a narrow SECURITY
+-- DEFINER lookup instead of opening the users table.
+CREATE OR REPLACE FUNCTION auth_lookup_user(p_email text)
+RETURNS TABLE (id uuid, tenant_id uuid, email text, role text, password_hash text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+  SELECT u.id, u.tenant_id, u.email, u.role, u.password_hash
+  FROM users u WHERE lower(u.email) = lower(p_email)
+$$;
+-- SECURITY DEFINER runs as the owner; FORCE RLS would still hide rows from
+-- it, so the owner gets a policy of its own for this lookup only.
+DROP POLICY IF EXISTS owner_login_lookup ON users;
+CREATE POLICY owner_login_lookup ON users FOR SELECT TO CURRENT_USER USING (true);
+
+REVOKE ALL ON ALL TABLES IN SCHEMA public FROM apprun_gateway;
+GRANT USAGE ON SCHEMA public TO apprun_gateway;
+GRANT SELECT ON tenants TO apprun_gateway;
+GRANT SELECT (id, tenant_id, email, role, created_at) ON users TO apprun_gateway;
+GRANT INSERT (tenant_id, email, password_hash, role) ON users TO apprun_gateway;
+GRANT SELECT, INSERT, UPDATE, DELETE ON products, projects, functions TO apprun_gateway;
+GRANT SELECT, INSERT, UPDATE ON email_outbox, workflow_executions TO apprun_gateway;
+GRANT SELECT ON tenant_stats, workflow_execution_stats TO apprun_gateway;
+REVOKE ALL ON FUNCTION auth_lookup_user(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION auth_lookup_user(text) TO apprun_gateway;
+GRANT EXECUTE ON FUNCTION app_tenant_id() TO apprun_gateway;
+
+INSERT INTO tenants (id, name, plan) VALUES
+  ('11111111-1111-1111-1111-111111111111', 'Test Tenant 1', 'free'),
+  ('22222222-2222-2222-2222-222222222222', 'Test Tenant 2', 'pro')
+ON CONFLICT (id) DO NOTHING;
