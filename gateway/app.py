@@ -9,6 +9,7 @@ from flask import Flask
 from gateway import db, errors, health, metrics, pgerrors
 from gateway.auth import routes as auth_routes
 from gateway.data import routes as data_routes
+from gateway.functions import routes as function_routes
 from gateway.rbac import enforcer
 from gateway.settings import Settings
 
@@ -24,6 +25,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     logging.getLogger("gateway").setLevel(logging.INFO)
-    for module in (errors, pgerrors, metrics, db, health, enforcer, auth_routes, data_routes):
+    for module in (errors, pgerrors, metrics, db, health, enforcer, auth_routes, data_routes,
+                   function_routes):
         module.init_app(app)
     return app

@@ -7,6 +7,7 @@ matcher (~70 us) runs once per distinct request shape, not per request.
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from collections import OrderedDict
 from importlib import resources
@@ -26,6 +27,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 class Authorizer:
     def __init__(self, model_path: str | Path, policy_path: str | Path) -> None:
+        # pycasbin logs the whole model and policy at INFO on every load.
+        logging.getLogger("casbin").setLevel(logging.WARNING)
         self._enforcer = casbin.Enforcer(str(model_path), str(policy_path))
         # A grouping rule with domain "*" applies in every tenant.
         self._enforcer.add_named_domain_matching_func("g", key_match)

@@ -1,0 +1,398 @@
+"""The WASM runtime: compile once per digest, sandbox every call.
+
+* One wasmtime Engine per process with fuel metering and epoch interruption.
+* Modules are compiled once per digest and kept in memory; the compiled
+  artifact is also written to a cache directory (wasmtime serialize), so a
+  restarted gateway deserializes (~0.1 ms) instead of compiling again.
+* Every invocation gets a fresh Store: no state survives between calls or
+  tenants.  Each store has a fuel budget, a memory limit and an epoch
+  deadline; a native ticker thread advances the epoch, so a runaway loop is
+  interrupted on time even while the gevent hub is busy elsewhere.
+* Calls run on a native thread pool: wasmtime-py calls go through ctypes,
+  which releases the GIL, so the hub keeps serving other requests.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import wasmtime
+
+from gateway.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+PAGE_BYTES = 65536
+MODULE_CACHE_SIZE = 256
+ABI_EXPORTS = ("memory", "alloc", "handle")
+_INT_TYPES = {"i32", "i64"}
+_FLOAT_TYPES = {"f32", "f64"}
+
+
+@dataclass(frozen=True)
+class Limits:
+    fuel: int
+    memory_bytes: int
+    timeout_ms: int
+
+    def to_json(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass
+class InvokeResult:
+    output: Any
+    cold_start_ms: float | None
+    duration_us: float
+    fuel_used: int
+
+
+class FunctionError(ApiError):
+    pass
+
+
+def start_native_thread(target: Callable[[], None]) -> None:
+    """Start ``target`` on a real OS thread even when gevent has patched
+    ``threading`` (a patched Thread, even the "original" class, would run
+    as a greenlet and never leave the hub)."""
+    try:
+        from gevent.monkey import get_original, is_module_patched
+
+        if is_module_patched("threading"):
+            get_original("_thread", "start_new_thread")(target, ())
+            return
+    except ImportError:  # pragma: no cover
+        pass
+    threading.Thread(target=target, name="wasm-epoch-ticker", daemon=True).start()
+
+
+class EpochTicker:
+    """Advances the engine's epoch every ``tick_ms`` on a native thread."""
+
+    def __init__(self, engine: wasmtime.Engine, tick_ms: int) -> None:
+        self._engine = engine
+        self._interval = tick_ms / 1000.0
+        self._stopped = False
+        start_native_thread(self._run)
+
+    def _run(self) -> None:
+        sleep = _original_sleep()
+        while not self._stopped:
+            sleep(self._interval)
+            self._engine.increment_epoch()
+
+    def stop(self) -> None:
+        self._stopped = True
+
+
+def _original_sleep() -> Callable[[float], None]:
+    try:
+        from gevent.monkey import get_original, is_module_patched
+
+        if is_module_patched("time"):
+            return get_original("time", "sleep")
+    except ImportError:  # pragma: no cover
+        pass
+    return time.sleep
+
+
+def describe_exports(module: wasmtime.Module) -> list[dict[str, Any]]:
+    described = []
+    for export in module.exports:
+        kind = export.type
+        if isinstance(kind, wasmtime.FuncType):
+            described.append({"name": export.name, "kind": "function",
+                              "params": [str(p) for p in kind.params], "results": [str(r) for r in kind.results]})
+        elif isinstance(kind, wasmtime.MemoryType):
+            described.append({"name": export.name, "kind": "memory"})
+        else:
+            described.append({"name": export.name, "kind": type(kind).__name__.removesuffix("Type").lower()})
+    return described
+
+
+def validate_exports(exports: list[dict[str, Any]]) -> None:
+    by_name = {e["name"]: e for e in exports}
+    functions = [e for e in exports if e["kind"] == "function"]
+    if not functions:
+        raise FunctionError(400, "missing_exports", "the module exports no function to invoke")
+    if "handle" in by_name:
+        missing = [name for name in ABI_EXPORTS if name not in by_name]
+        if missing:
+            raise FunctionError(400, "missing_exports",
+                                f"a JSON handler must also export {', '.join(missing)}",
+                                hint="see the function ABI in the README: memory, alloc(len)->ptr, "
+                                     "handle(ptr,len)->i64")
+        signatures = {"alloc": (["i32"], ["i32"]), "handle": (["i32", "i32"], ["i64"])}
+        for name, (params, results) in signatures.items():
+            export = by_name[name]
+            if export["kind"] != "function" or export["params"] != params or export["results"] != results:
+                raise FunctionError(400, "bad_export_signature",
+                                    f"'{name}' must be a function {params} -> {results}")
+        if by_name["memory"]["kind"] != "memory":
+            raise FunctionError(400, "bad_export_signature", "'memory' must be a memory")
+
+
+class FunctionRuntime:
+    def __init__(self, *, defaults: Limits, ceilings: Limits, tick_ms: int, threads: int,
+                 cache_dir: str = "", on_cold_start: Callable[[float], None] | None = None,
+                 on_call: Callable[[float], None] | None = None) -> None:
+        config = wasmtime.Config()
+        config.consume_fuel = True
+        config.epoch_interruption = True
+        self.engine = wasmtime.Engine(config)
+        self.defaults = defaults
+        self.ceilings = ceilings
+        self.tick_ms = tick_ms
+        self._modules: OrderedDict[str, wasmtime.Module] = OrderedDict()
+        self._invoked: set[str] = set()
+        self._lock = threading.Lock()
+        self._cache_dir = Path(cache_dir) if cache_dir else None
+        self._fingerprint = hashlib.sha256(
+            f"wasmtime-{getattr(wasmtime, '__version__', '?')}-fuel-epoch".encode()).hexdigest()[:12]
+        self._ticker = EpochTicker(self.engine, tick_ms)
+        self._pool = _native_pool(threads)
+        self._on_cold_start = on_cold_start
+        self._on_call = on_call
+
+    # -- deploy ------------------------------------------------------------
+    def compile(self, wasm: bytes) -> tuple[str, wasmtime.Module, list[dict[str, Any]]]:
+        """Validate and compile; returns (digest, module, exports)."""
+        try:
+            module = self._run(wasmtime.Module, self.engine, wasm)
+        except wasmtime.WasmtimeError as exc:
+            raise FunctionError(400, "invalid_module", "the module does not validate",
+                                details=str(exc).splitlines()[0][:500]) from None
+        if module.imports:
+            names = [f"{i.module}.{i.name}" for i in module.imports]
+            raise FunctionError(400, "unsupported_imports", "modules may not import anything",
+                                details=names[:20])
+        exports = describe_exports(module)
+        validate_exports(exports)
+        digest = "sha256:" + hashlib.sha256(wasm).hexdigest()
+        self._remember(digest, module)
+        self._write_artifact(digest, module)
+        return digest, module, exports
+
+    def resolve_limits(self, requested: dict[str, Any]) -> Limits:
+        values = self.defaults.to_json()
+        for name, ceiling in self.ceilings.to_json().items():
+            if name not in requested:
+                continue
+            value = requested[name]
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise FunctionError(400, "invalid_limits", f"limit '{name}' must be a positive integer")
+            if value > ceiling:
+                raise FunctionError(400, "invalid_limits", f"limit '{name}' = {value} is above the ceiling {ceiling}")
+            values[name] = value
+        unknown = set(requested) - set(values)
+        if unknown:
+            raise FunctionError(400, "invalid_limits", f"unknown limit(s): {', '.join(sorted(unknown))}",
+                                hint=f"known: {', '.join(values)}")
+        return Limits(**values)
+
+    # -- module cache ----------------------------------------------------------
+    def _remember(self, digest: str, module: wasmtime.Module) -> None:
+        with self._lock:
+            self._modules[digest] = module
+            self._modules.move_to_end(digest)
+            while len(self._modules) > MODULE_CACHE_SIZE:
+                self._modules.popitem(last=False)
+
+    def _artifact_path(self, digest: str) -> Path | None:
+        if self._cache_dir is None:
+            return None
+        return self._cache_dir / f"{digest.removeprefix('sha256:')}-{self._fingerprint}.cwasm"
+
+    def _write_artifact(self, digest: str, module: wasmtime.Module) -> None:
+        path = self._artifact_path(digest)
+        if path is None or path.exists():
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
+                tmp.write(module.serialize())
+            os.replace(tmp.name, path)
+        except OSError as exc:  # a cache, never a reason to fail a deploy
+            log.warning("cannot write compiled module cache %s: %s", path, exc)
+
+    def cached(self, digest: str) -> bool:
+        with self._lock:
+            return digest in self._modules
+
+    def load(self, digest: str, fetch_wasm: Callable[[], bytes]) -> tuple[wasmtime.Module, float | None]:
+        """The compiled module for ``digest``; (module, load_ms) where load_ms
+        is None for a warm call and the load time (compile or deserialize,
+        0.0 when compiled at deploy) for this process's first call."""
+        with self._lock:
+            module = self._modules.get(digest)
+            first_call = digest not in self._invoked
+            self._invoked.add(digest)
+        if module is not None:
+            # Compiled at deploy time: the first call still pays instantiation.
+            return module, (0.0 if first_call else None)
+        started = time.perf_counter()
+        path = self._artifact_path(digest)
+        module = None
+        if path is not None and path.exists():
+            try:
+                module = self._run(wasmtime.Module.deserialize_file, self.engine, str(path))
+            except wasmtime.WasmtimeError:
+                log.warning("stale compiled module %s, recompiling", path)
+        if module is None:
+            wasm = fetch_wasm()
+            if "sha256:" + hashlib.sha256(wasm).hexdigest() != digest:
+                raise FunctionError(500, "module_digest_mismatch", "stored module does not match its digest")
+            module = self._run(wasmtime.Module, self.engine, wasm)
+            self._write_artifact(digest, module)
+        self._remember(digest, module)
+        return module, (time.perf_counter() - started) * 1000
+
+    # -- invoke ------------------------------------------------------------------
+    def invoke(self, module: wasmtime.Module, limits: Limits, request: dict[str, Any] | Any,
+               load_ms: float | None) -> InvokeResult:
+        return self._run(self._invoke_sync, module, limits, request, load_ms)
+
+    def _invoke_sync(self, module: wasmtime.Module, limits: Limits, request: Any,
+                     load_ms: float | None) -> InvokeResult:
+        started = time.perf_counter()
+        store = wasmtime.Store(self.engine)
+        store.set_limits(memory_size=limits.memory_bytes, instances=1, tables=4, memories=1)
+        store.set_fuel(limits.fuel)
+        store.set_epoch_deadline(max(1, math.ceil(limits.timeout_ms / self.tick_ms)))
+        try:
+            instance = wasmtime.Instance(store, module, [])
+        except wasmtime.WasmtimeError as exc:
+            raise FunctionError(422, "function_memory_limit" if "memory" in str(exc) else "instantiation_failed",
+                                "the module could not be instantiated within its limits",
+                                details=str(exc).splitlines()[0][:300]) from None
+        instantiated = time.perf_counter()
+        exports = instance.exports(store)
+        try:
+            if _is_numeric_call(request):
+                output = _call_numeric(store, exports, request)
+            else:
+                output = _call_handler(store, exports, request)
+        except wasmtime.Trap as trap:
+            raise _trap_error(trap, store, exports, limits) from None
+        except wasmtime.WasmtimeError as exc:
+            raise FunctionError(422, "function_error", "the function failed",
+                                details=str(exc).splitlines()[0][:300]) from None
+        finished = time.perf_counter()
+        cold_ms = None
+        if load_ms is not None:
+            cold_ms = load_ms + (instantiated - started) * 1000
+            if self._on_cold_start:
+                self._on_cold_start(cold_ms / 1000)
+        duration_us = (finished - started) * 1e6
+        if self._on_call:
+            self._on_call(duration_us / 1e6)
+        fuel_used = limits.fuel - store.get_fuel()
+        return InvokeResult(output, cold_ms, duration_us, fuel_used)
+
+    def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._pool is None:
+            return fn(*args)
+        return self._pool.apply(fn, args)
+
+    def close(self) -> None:
+        self._ticker.stop()
+
+
+def _native_pool(threads: int):
+    """gevent's ThreadPool (native threads) when the process is patched."""
+    try:
+        from gevent.monkey import is_module_patched
+        from gevent.threadpool import ThreadPool
+    except ImportError:  # pragma: no cover
+        return None
+    if not is_module_patched("socket"):
+        return None
+    return ThreadPool(threads)
+
+
+def _is_numeric_call(request: Any) -> bool:
+    return isinstance(request, dict) and set(request) == {"export", "args"}
+
+
+def _call_numeric(store: wasmtime.Store, exports: Any, request: dict[str, Any]) -> Any:
+    name, args = request["export"], request["args"]
+    if not isinstance(name, str) or not isinstance(args, list):
+        raise FunctionError(400, "bad_arguments", "'export' must be a string and 'args' a list")
+    try:
+        func = exports[name]
+    except KeyError:
+        raise FunctionError(400, "unknown_export", f"the module has no export '{name}'") from None
+    if not isinstance(func, wasmtime.Func):
+        raise FunctionError(400, "unknown_export", f"'{name}' is not a function")
+    func_type = func.type(store)
+    params = [str(p) for p in func_type.params]
+    if len(args) != len(params):
+        raise FunctionError(400, "bad_arguments", f"'{name}' takes {len(params)} argument(s) {params}, "
+                                                  f"got {len(args)}")
+    for value, kind in zip(args, params):
+        if kind in _INT_TYPES and (isinstance(value, bool) or not isinstance(value, int)):
+            raise FunctionError(400, "bad_arguments", f"'{name}' expects integers for {kind}, got {value!r}")
+        if kind in _FLOAT_TYPES and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise FunctionError(400, "bad_arguments", f"'{name}' expects numbers for {kind}, got {value!r}")
+        if kind not in _INT_TYPES | _FLOAT_TYPES:
+            raise FunctionError(400, "bad_arguments", f"'{name}' takes a {kind} parameter, not callable from JSON")
+    try:
+        result = func(store, *[float(v) if k in _FLOAT_TYPES else v for v, k in zip(args, params)])
+    except (OverflowError, TypeError) as exc:
+        raise FunctionError(400, "bad_arguments", f"argument out of range: {exc}") from None
+    if isinstance(result, tuple):
+        return {"results": list(result)}
+    return {"result": result}
+
+
+def _call_handler(store: wasmtime.Store, exports: Any, request: Any) -> Any:
+    try:
+        memory, alloc, handle = exports["memory"], exports["alloc"], exports["handle"]
+    except KeyError:
+        raise FunctionError(400, "no_handler",
+                            "this module has no JSON handler; call a numeric export with "
+                            '{"export": "<name>", "args": [...]}') from None
+    payload = json.dumps(request, separators=(",", ":")).encode()
+    pointer = alloc(store, len(payload))
+    memory.write(store, payload, pointer)
+    packed = handle(store, pointer, len(payload))
+    out_ptr, out_len = (packed >> 32) & 0xFFFFFFFF, packed & 0xFFFFFFFF
+    if out_ptr + out_len > memory.data_len(store):
+        raise FunctionError(502, "function_bad_output", "the handler returned a range outside its memory")
+    raw = memory.read(store, out_ptr, out_ptr + out_len)
+    try:
+        return json.loads(bytes(raw))
+    except (ValueError, UnicodeDecodeError):
+        raise FunctionError(502, "function_bad_output", "the handler's output is not valid UTF-8 JSON") from None
+
+
+def _trap_error(trap: wasmtime.Trap, store: wasmtime.Store, exports: Any, limits: Limits) -> FunctionError:
+    code = trap.trap_code
+    lines = [line.strip() for line in (trap.message or "").splitlines() if line.strip()]
+    first_line = lines[-1][:300] if lines else None  # wasmtime's last line names the trap
+    if code == wasmtime.TrapCode.OUT_OF_FUEL:
+        return FunctionError(422, "function_out_of_fuel", f"the function used its whole fuel budget ({limits.fuel})",
+                             hint="make it cheaper or deploy it with a higher fuel limit")
+    if code == wasmtime.TrapCode.INTERRUPT:
+        return FunctionError(504, "function_timeout", f"the function ran longer than {limits.timeout_ms} ms",
+                             hint="deploy it with a higher timeout_ms within the ceiling")
+    memory = exports.get("memory") if hasattr(exports, "get") else None
+    if isinstance(memory, wasmtime.Memory):
+        # memory.grow fails quietly at the limit (-1); a module that then traps
+        # has, in practice, hit its memory limit.
+        if memory.data_len(store) + 16 * PAGE_BYTES > limits.memory_bytes:
+            return FunctionError(422, "function_memory_limit",
+                                 f"the function trapped at its memory limit ({limits.memory_bytes} bytes)",
+                                 details=first_line)
+    kind = code.name.lower() if code is not None else "unknown"
+    return FunctionError(422, "function_trap", f"the function trapped: {kind}", details=first_line)
