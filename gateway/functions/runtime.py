@@ -29,6 +29,7 @@ from typing import Any, Callable
 import wasmtime
 
 from gateway.errors import ApiError
+from gateway.native import native_sleep, start_native_thread
 
 log = logging.getLogger(__name__)
 
@@ -61,21 +62,6 @@ class FunctionError(ApiError):
     pass
 
 
-def start_native_thread(target: Callable[[], None]) -> None:
-    """Start ``target`` on a real OS thread even when gevent has patched
-    ``threading`` (a patched Thread, even the "original" class, would run
-    as a greenlet and never leave the hub)."""
-    try:
-        from gevent.monkey import get_original, is_module_patched
-
-        if is_module_patched("threading"):
-            get_original("_thread", "start_new_thread")(target, ())
-            return
-    except ImportError:  # pragma: no cover
-        pass
-    threading.Thread(target=target, name="wasm-epoch-ticker", daemon=True).start()
-
-
 class EpochTicker:
     """Advances the engine's epoch every ``tick_ms`` on a native thread."""
 
@@ -83,27 +69,16 @@ class EpochTicker:
         self._engine = engine
         self._interval = tick_ms / 1000.0
         self._stopped = False
-        start_native_thread(self._run)
+        start_native_thread(self._run, "wasm-epoch-ticker")
 
     def _run(self) -> None:
-        sleep = _original_sleep()
+        sleep = native_sleep()
         while not self._stopped:
             sleep(self._interval)
             self._engine.increment_epoch()
 
     def stop(self) -> None:
         self._stopped = True
-
-
-def _original_sleep() -> Callable[[float], None]:
-    try:
-        from gevent.monkey import get_original, is_module_patched
-
-        if is_module_patched("time"):
-            return get_original("time", "sleep")
-    except ImportError:  # pragma: no cover
-        pass
-    return time.sleep
 
 
 def describe_exports(module: wasmtime.Module) -> list[dict[str, Any]]:

@@ -1,0 +1,39 @@
+"""Real OS threads inside a gevent-patched process.
+
+Under ``monkey.patch_all()`` even the "original" threading.Thread class
+starts greenlets (it calls the patched ``_thread.start_new_thread``).
+Native helpers (the WASM epoch ticker, the Temporal asyncio loop) must run
+on real threads, so they start through the unpatched primitive.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable
+
+
+def gevent_patched() -> bool:
+    try:
+        from gevent.monkey import is_module_patched
+    except ImportError:  # pragma: no cover - gevent is a dependency
+        return False
+    return is_module_patched("threading")
+
+
+def original(module: str, name: str, default: Any) -> Any:
+    if gevent_patched():
+        from gevent.monkey import get_original
+
+        return get_original(module, name)
+    return default
+
+
+def start_native_thread(target: Callable[[], None], name: str) -> None:
+    if gevent_patched():
+        original("_thread", "start_new_thread", None)(target, ())
+    else:
+        threading.Thread(target=target, name=name, daemon=True).start()
+
+
+def native_sleep() -> Callable[[float], None]:
+    return original("time", "sleep", time.sleep)
