@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg2
 
 from stack.config import StackConfig
-from stack.processes import ServiceProcess, spawn, wait_until
+from stack.processes import ServiceProcess, as_user, spawn, wait_until
 
 PG_SYSTEM_USER = "apprun-pg"
 SUPERUSER = "postgres"
@@ -55,7 +55,7 @@ def run_as_user() -> str | None:
 
 def _grant_traversal(path: Path, user: str) -> None:
     """Let ``user`` reach ``path``: o+x on every parent it cannot cross."""
-    probe = subprocess.run(["test", "-x", str(path)], user=user, capture_output=True)
+    probe = subprocess.run(["test", "-x", str(path)], capture_output=True, **as_user(user))
     if probe.returncode == 0:
         return
     for parent in [path, *path.parents]:
@@ -84,7 +84,7 @@ def ensure_initdb(config: StackConfig, superuser_password: str) -> Path:
         result = subprocess.run(
             [str(binaries / "initdb"), "-D", str(data_dir), "-U", SUPERUSER, "--auth=scram-sha-256",
              f"--pwfile={pwfile.name}", "--encoding=UTF8", "--locale=C", "--no-instructions"],
-            capture_output=True, text=True, user=user,
+            capture_output=True, text=True, **as_user(user),
         )
     finally:
         os.unlink(pwfile.name)

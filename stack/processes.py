@@ -59,13 +59,23 @@ def spawn(name: str, argv: list[str], log_path: Path, env: Mapping[str, str] | N
             env=dict(env) if env is not None else None,
             cwd=str(cwd) if cwd else None,
             start_new_session=True,  # its own process group: stop it and its children together
-            user=user,
+            **as_user(user),
         )
     proc = psutil.Process(popen.pid)
     # The Popen object is dropped; mark it reaped-by-psutil so Python does
     # not warn, and so the process may outlive this command.
     popen.returncode = 0
     return ServiceProcess(name, popen.pid, proc.create_time(), str(log_path), int(stop_signal))
+
+
+def as_user(user: str | None) -> dict:
+    """subprocess arguments that run as ``user`` with *its* groups only
+    (root's group would otherwise stay and mask 'other' permissions)."""
+    if user is None:
+        return {}
+    import pwd
+
+    return {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
 
 
 def wait_until(check: Callable[[], bool], timeout_s: float, service: ServiceProcess | None = None,
