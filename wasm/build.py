@@ -19,14 +19,14 @@ def build(out_dir: Path = BUILD) -> list[Path]:
     built = []
     for source in sorted(EXAMPLES.glob("*.wat")):
         target = out_dir / (source.stem + ".wasm")
-        target.write_bytes(wasmtime.wat2wasm(source.read_text()))
+        target.write_bytes(bytes(wasmtime.wat2wasm(source.read_text())))
         built.append(target)
     return built
 
 
 def example_wasm(name: str) -> bytes:
     """An example compiled in memory (tests and benchmarks)."""
-    return wasmtime.wat2wasm((EXAMPLES / f"{name}.wat").read_text())
+    return bytes(wasmtime.wat2wasm((EXAMPLES / f"{name}.wat").read_text()))
 
 
 if __name__ == "__main__":

@@ -80,7 +80,7 @@ def _module_bytes() -> bytes:
         return body
     if mimetype == "text/plain":
         try:
-            return wasmtime.wat2wasm(body.decode("utf-8"))
+            return bytes(wasmtime.wat2wasm(body.decode("utf-8")))
         except (UnicodeDecodeError, wasmtime.WasmtimeError) as exc:
             raise ApiError(400, "invalid_module", "WAT text does not parse",
                            details=str(exc).splitlines()[0][:500]) from None
