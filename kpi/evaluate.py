@@ -1,0 +1,165 @@
+"""The KPI gate as a pure function: ``evaluate(snapshot, thresholds)``.
+
+No Locust here: the plugin builds a Snapshot from what it collected (after
+the warm-up) and this module judges it.  A metric with no samples is a
+failed check, never a silent pass.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from kpi.thresholds import Expression, Threshold, Thresholds
+
+COUNTERS = ("isolation_violations", "rbac_violations", "lost_writes", "workflow_failures")
+
+
+@dataclass
+class RequestSeries:
+    """One request name + method: a histogram of response times (ms,
+    rounded to integers) and its failure count."""
+    response_times: dict[int, int] = field(default_factory=dict)
+    failures: int = 0
+
+    @property
+    def count(self) -> int:
+        return sum(self.response_times.values())
+
+    def add(self, response_time_ms: float, failed: bool) -> None:
+        key = int(round(response_time_ms))
+        self.response_times[key] = self.response_times.get(key, 0) + 1
+        if failed:
+            self.failures += 1
+
+    def merge(self, other: "RequestSeries") -> None:
+        for key, count in other.response_times.items():
+            self.response_times[key] = self.response_times.get(key, 0) + count
+        self.failures += other.failures
+
+
+@dataclass
+class Snapshot:
+    duration_s: float
+    requests: dict[tuple[str, str], RequestSeries] = field(default_factory=dict)  # (method, name)
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)
+    values: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    key: str
+    expression: str
+    measured: float | None
+    passed: bool
+    note: str = ""
+
+    def to_json(self) -> dict:
+        return {"metric": self.key, "threshold": self.expression, "measured": self.measured,
+                "passed": self.passed, "note": self.note}
+
+
+def histogram_percentile(histogram: dict[int, int], percentile: float) -> float | None:
+    total = sum(histogram.values())
+    if total == 0:
+        return None
+    rank = math.ceil(total * percentile / 100.0)
+    seen = 0
+    for value in sorted(histogram):
+        seen += histogram[value]
+        if seen >= rank:
+            return float(value)
+    return float(max(histogram))
+
+
+def list_percentile(values: list[float], percentile: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(len(ordered) * percentile / 100.0))
+    return float(ordered[rank - 1])
+
+
+def _matching(snapshot: Snapshot, threshold: Threshold) -> RequestSeries:
+    merged = RequestSeries()
+    tags = dict(threshold.tags)
+    for (method, name), series in snapshot.requests.items():
+        if "name" in tags and tags["name"] != name:
+            continue
+        if "method" in tags and tags["method"].upper() != method.upper():
+            continue
+        merged.merge(series)
+    return merged
+
+
+def _http_value(snapshot: Snapshot, threshold: Threshold, expression: Expression) -> float | None:
+    series = _matching(snapshot, threshold)
+    if series.count == 0:
+        return None
+    if threshold.metric == "http_reqs":
+        return series.count / snapshot.duration_s if expression.aggregation == "rps" else float(series.count)
+    if threshold.metric == "http_req_failed":
+        return series.failures / series.count if expression.aggregation == "rate" else float(series.failures)
+    histogram = series.response_times
+    if expression.aggregation == "p":
+        return histogram_percentile(histogram, expression.percentile or 0)
+    if expression.aggregation == "med":
+        return histogram_percentile(histogram, 50)
+    if expression.aggregation == "min":
+        return float(min(histogram))
+    if expression.aggregation == "max":
+        return float(max(histogram))
+    return sum(k * v for k, v in histogram.items()) / series.count
+
+
+def _sample_value(values: list[float], expression: Expression) -> float | None:
+    if not values:
+        return None
+    aggregation = expression.aggregation
+    if aggregation in ("value", "max"):
+        return max(values) if aggregation == "max" or len(values) > 1 else values[0]
+    if aggregation == "min":
+        return min(values)
+    if aggregation == "avg":
+        return sum(values) / len(values)
+    if aggregation == "med":
+        return list_percentile(values, 50)
+    return list_percentile(values, expression.percentile or 0)
+
+
+def measure(snapshot: Snapshot, threshold: Threshold, expression: Expression) -> float | None:
+    metric = threshold.metric
+    if metric in ("http_req_duration", "http_reqs", "http_req_failed"):
+        if snapshot.duration_s <= 0:
+            return None
+        return _http_value(snapshot, threshold, expression)
+    if metric in COUNTERS:
+        value = snapshot.counters.get(metric)
+        return None if value is None else float(value)
+    if metric in snapshot.values:
+        return snapshot.values[metric]
+    return _sample_value(snapshot.samples.get(metric, []), expression)
+
+
+def evaluate(snapshot: Snapshot, thresholds: Thresholds) -> list[Verdict]:
+    verdicts = []
+    for threshold in thresholds.entries:
+        for expression in threshold.expressions:
+            measured = measure(snapshot, threshold, expression)
+            if measured is None:
+                verdicts.append(Verdict(threshold.key, expression.text, None, False, "no samples"))
+            else:
+                verdicts.append(Verdict(threshold.key, expression.text, round(measured, 3),
+                                        expression.holds(measured)))
+    return verdicts
+
+
+def format_table(verdicts: list[Verdict]) -> str:
+    rows = [("KPI", "threshold", "measured", "result")]
+    for v in verdicts:
+        measured = "no samples" if v.measured is None else f"{v.measured:g}"
+        rows.append((v.key, v.expression, measured, "PASS" if v.passed else "FAIL"))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = [" | ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) for row in rows]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)

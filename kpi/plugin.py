@@ -1,0 +1,326 @@
+"""The Locust adapter for the KPI gate: options, embedded stack, collection,
+load shapes, verdict, exit code, web UI tab and report.
+
+Exit codes (``locust --headless``): 0 every KPI held; 3 a KPI was missed;
+2 the thresholds file is invalid; 1 Locust's own errors.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import gevent
+from locust import LoadTestShape, events
+from locust.runners import MasterRunner, WorkerRunner
+
+from kpi import preflight
+from kpi.collector import Collector
+from kpi.evaluate import Snapshot, Verdict, evaluate, format_table
+from kpi.thresholds import Thresholds, ThresholdsError, load
+
+log = logging.getLogger("apprun.kpi")
+
+PER_USER_RPS = 5.0           # each simulated user's request rate (constant_throughput)
+SAMPLE_EVERY_S = 1.0
+EXIT_KPI_MISSED = 3
+EXIT_BAD_THRESHOLDS = 2
+RAMP_S = 10
+STRESS_STEP_S = 15
+STRESS_STEP_FACTOR = 1.25
+
+collector = Collector()
+_state: dict[str, Any] = {"verdicts": [], "capacity_rps": None, "stack_started": [], "sampler": None,
+                          "started_at": None, "preflight": {}, "steps": []}
+
+
+def record_violation(counter: str) -> None:
+    collector.count(int(time.time()), counter)
+
+
+@events.init_command_line_parser.add_listener
+def _options(parser) -> None:
+    group = parser
+    group.add_argument("--thresholds", default="thresholds.yaml",
+                       help="KPI thresholds file (see README)")
+    group.add_argument("--load-profile", default="kpi", choices=["kpi", "stress", "plain"],
+                       help="kpi: hold the RPS KPI; stress: step up until a KPI breaks; plain: --users/--spawn-rate")
+    group.add_argument("--report-dir", default="reports", help="where reports/<timestamp>/ is written")
+    group.add_argument("--skip-preflight", action="store_true", default=False,
+                       help="skip the WASM/auth pre-flight (their KPIs then have no samples)")
+
+
+@events.request.add_listener
+def _on_request(request_type, name, response_time, exception, **_kwargs) -> None:
+    collector.request(int(time.time()), request_type, name, response_time or 0.0, exception is not None)
+
+
+@events.report_to_master.add_listener
+def _ship(client_id, data, **_kwargs) -> None:
+    data["apprun_kpi"] = collector.drain()
+
+
+@events.worker_report.add_listener
+def _merge(client_id, data, **_kwargs) -> None:
+    if "apprun_kpi" in data:
+        collector.merge(data["apprun_kpi"])
+
+
+def _is_worker(environment) -> bool:
+    return isinstance(environment.runner, WorkerRunner) or getattr(environment.parsed_options, "worker", False)
+
+
+@events.init.add_listener
+def _init(environment, **_kwargs) -> None:
+    options = environment.parsed_options
+    if options is None:
+        return
+    if _is_worker(environment):
+        return
+    try:
+        environment.apprun_thresholds = load(options.thresholds)
+    except ThresholdsError as exc:
+        log.error("invalid thresholds: %s", exc)
+        environment.process_exit_code = EXIT_BAD_THRESHOLDS
+        raise SystemExit(EXIT_BAD_THRESHOLDS)
+    report_dir = Path(options.report_dir) / time.strftime("%Y%m%d-%H%M%S")
+    report_dir.mkdir(parents=True, exist_ok=True)
+    environment.apprun_report_dir = report_dir
+    if not getattr(options, "html_file", None):
+        options.html_file = str(report_dir / "locust.html")
+    if not environment.host:
+        _start_embedded_stack(environment)
+    _install_web_tab(environment)
+
+
+def _start_embedded_stack(environment) -> None:
+    from stack import stack
+    from stack.config import StackConfig
+
+    config = StackConfig.from_env()
+    before = stack.StackState.load(config.state_file)
+    already = {name for name, proc in before.processes.items() if proc.alive()}
+    log.info("no --host: starting the embedded stack in %s", config.state_dir)
+    state = stack.up(config, log=log.info)
+    environment.host = state.gateway_url
+    environment.parsed_options.host = state.gateway_url
+    _state["stack_config"] = config
+    _state["stack_started"] = [name for name in state.processes if name not in already]
+    _state["stack_pids"] = {name: proc.pid for name, proc in state.processes.items()}
+
+
+def _stop_embedded_stack() -> None:
+    config = _state.get("stack_config")
+    if config is None or not _state["stack_started"]:
+        return
+    from stack import stack
+    from stack.processes import stop
+
+    state = stack.StackState.load(config.state_file)
+    for name in stack.STOP_ORDER:
+        if name in _state["stack_started"] and name in state.processes:
+            log.info("stopping %s: %s", name, stop(state.processes.pop(name)))
+    state.save(config.state_file)
+
+
+@events.test_start.add_listener
+def _test_start(environment, **_kwargs) -> None:
+    if _is_worker(environment):
+        return
+    _state["started_at"] = time.time()
+    if not environment.parsed_options.skip_preflight:
+        _run_preflight(environment)
+    gevent.spawn(_sample_resources, environment)
+    thresholds: Thresholds = environment.apprun_thresholds
+    if thresholds.abort_on_fail:
+        gevent.spawn(_abort_watch, environment, thresholds)
+
+
+def _token(host: str, email: str) -> str:
+    import requests
+
+    from locustfiles.personas import SEED_PASSWORD
+
+    response = requests.post(f"{host}/auth/login", json={"email": email, "password": SEED_PASSWORD}, timeout=30)
+    response.raise_for_status()
+    return response.json()["access_token"]
+
+
+def _run_preflight(environment) -> None:
+    host = environment.host
+    figures: dict[str, Any] = {}
+    try:
+        token = _token(host, "alice@test.com")
+        figures.update(preflight.wasm_figures(host, token))
+        if _state.get("stack_config") is not None:
+            secrets = json.loads((_state["stack_config"].state_dir / "secrets.json").read_text())
+            figures["auth_checks_per_s"] = preflight.auth_checks_in_process(
+                {"jwt_secret": os.environ.get("APPRUN_JWT_SECRET") or secrets["jwt_secret"]}, token)
+            figures["auth_method"] = "in process (JWT verify + Casbin enforce, uncached)"
+        else:
+            figures["auth_checks_per_s"] = preflight.auth_checks_over_http(host, token)
+            figures["auth_method"] = "HTTP /auth/me round trips"
+    except Exception as exc:  # noqa: BLE001 - reported as missing samples, never as a pass
+        log.error("pre-flight failed: %s", exc)
+        figures["error"] = str(exc)
+    _state["preflight"] = figures
+    log.info("pre-flight: auth %.0f checks/s, wasm cold %s ms, hot median %s us",
+             figures.get("auth_checks_per_s", 0), figures.get("wasm_cold_start_ms"),
+             preflight.median(figures.get("wasm_hot_us", [])))
+
+
+def _sample_resources(environment) -> None:
+    from kpi.sampler import MetricsEndpointSampler, ProcessTreeSampler
+
+    sampler = ProcessTreeSampler(_state["stack_pids"]) if _state.get("stack_pids") else \
+        MetricsEndpointSampler(environment.host)
+    _state["sampler"] = sampler
+    while environment.runner is not None and environment.runner.state not in ("stopped", "quitting"):
+        gevent.sleep(SAMPLE_EVERY_S)
+        sampler.sample()
+
+
+def snapshot_now(environment, end: float | None = None) -> Snapshot:
+    thresholds: Thresholds = environment.apprun_thresholds
+    started = _state["started_at"] or time.time()
+    end_s = int(end or time.time())
+    start_s = int(started + thresholds.warmup_s)
+    snapshot = collector.snapshot(start_s, end_s)
+    cpus = os.cpu_count() or 1
+    sampler = _state.get("sampler")
+    if sampler is not None:
+        samples = [s for s in sampler.samples if s.t >= start_s]
+        snapshot.samples["sut_memory_mb"] = [s.total_memory_mb for s in samples]
+        snapshot.samples["sut_cpu_percent"] = [s.total_cpu_percent / cpus for s in samples]
+    figures = _state["preflight"]
+    for key in ("wasm_cold_start_ms", "wasm_hot_us"):
+        if figures.get(key):
+            snapshot.samples[key] = list(figures[key])
+    if "auth_checks_per_s" in figures:
+        snapshot.values["auth_checks_per_s"] = figures["auth_checks_per_s"]
+    for counter in ("isolation_violations", "rbac_violations", "lost_writes", "workflow_failures"):
+        snapshot.counters.setdefault(counter, 0)
+    return snapshot
+
+
+def _abort_watch(environment, thresholds: Thresholds) -> None:
+    gevent.sleep(thresholds.warmup_s + thresholds.abort_delay_s)
+    while environment.runner is not None and environment.runner.state not in ("stopped", "quitting"):
+        verdicts = evaluate(snapshot_now(environment), thresholds)
+        failed = [v for v in verdicts if not v.passed and v.measured is not None]
+        if failed:
+            log.error("abort_on_fail: %s %s measured %s", failed[0].key, failed[0].expression, failed[0].measured)
+            _state["aborted"] = f"{failed[0].key} {failed[0].expression}"
+            environment.runner.quit()
+            return
+        gevent.sleep(2)
+
+
+class KpiLoadShape(LoadTestShape):
+    """``--load-profile kpi``: ramp to the RPS KPI's arrival rate and hold it.
+    ``--load-profile stress``: step the rate up until a latency/error KPI breaks.
+    ``--load-profile plain``: honour --users / --spawn-rate like plain Locust."""
+
+    def tick(self):
+        environment = self.runner.environment
+        options = environment.parsed_options
+        run_time = self.get_run_time()
+        if options.run_time and run_time > options.run_time:
+            return None
+        thresholds: Thresholds = environment.apprun_thresholds
+        target_rps = thresholds.target("http_reqs", "rps") or 100.0
+        if options.load_profile == "plain":
+            return options.num_users or 1, options.spawn_rate or 1
+        if options.load_profile == "kpi":
+            users = math.ceil(target_rps / PER_USER_RPS)
+            return users, max(1.0, users / RAMP_S)
+        return self._stress(environment, thresholds, target_rps, run_time)
+
+    def _stress(self, environment, thresholds: Thresholds, target_rps: float, run_time: float):
+        step = int(run_time // STRESS_STEP_S)
+        steps: list = _state["steps"]
+        if step > len(steps):  # a step just ended: judge its window
+            rate = target_rps * 0.5 * STRESS_STEP_FACTOR ** len(steps)
+            end = time.time()
+            window = collector.snapshot(int(end - STRESS_STEP_S + 3), int(end))
+            latency_ok = [v for v in evaluate(window, _latency_only(thresholds)) if not v.passed]
+            steps.append({"offered_rps": round(rate, 1),
+                          "measured_rps": round(sum(s.count for s in window.requests.values()) / window.duration_s, 1),
+                          "held": not latency_ok})
+            if latency_ok:
+                log.warning("stress: KPI broke at %.0f req/s offered", rate)
+                return None
+            _state["capacity_rps"] = steps[-1]["measured_rps"]
+        rate = target_rps * 0.5 * STRESS_STEP_FACTOR ** step
+        users = math.ceil(rate / PER_USER_RPS)
+        return users, max(1.0, users / 5)
+
+
+def _latency_only(thresholds: Thresholds) -> Thresholds:
+    entries = [e for e in thresholds.entries if e.metric in ("http_req_duration", "http_req_failed") and not e.tags]
+    return Thresholds(entries)
+
+
+@events.quitting.add_listener
+def _quitting(environment, **_kwargs) -> None:
+    if _is_worker(environment) or not hasattr(environment, "apprun_thresholds"):
+        return
+    try:
+        verdicts = evaluate(snapshot_now(environment), environment.apprun_thresholds)
+        _state["verdicts"] = verdicts
+        passed = all(v.passed for v in verdicts)
+        print("\napprun KPI gate (" + environment.apprun_thresholds.source + ")")
+        print(format_table(verdicts))
+        if _state.get("capacity_rps") is not None:
+            print(f"capacity (stress): {_state['capacity_rps']} req/s held every latency/error KPI")
+        from kpi import report
+
+        path = report.write(environment.apprun_report_dir, environment, verdicts, _state, collector)
+        print(f"verdict: {'PASS' if passed else 'FAIL'}  report: {path}")
+        if not passed:
+            environment.process_exit_code = EXIT_KPI_MISSED
+        elif environment.process_exit_code is None:
+            environment.process_exit_code = 0
+    finally:
+        _stop_embedded_stack()
+
+
+def _install_web_tab(environment) -> None:
+    """A KPI page served by the Locust web UI at /kpi with live values and
+    the thresholds file; /kpi.json serves the same data."""
+    if environment.web_ui is None:
+        return
+    app = environment.web_ui.app
+
+    @app.route("/kpi.json")
+    def kpi_json():  # type: ignore[no-untyped-def]
+        verdicts = evaluate(snapshot_now(environment), environment.apprun_thresholds) \
+            if _state["started_at"] else []
+        return {"verdicts": [v.to_json() for v in verdicts],
+                "thresholds": Path(environment.apprun_thresholds.source).read_text()}
+
+    @app.route("/kpi")
+    def kpi_page():  # type: ignore[no-untyped-def]
+        return KPI_PAGE
+
+    log.info("live KPI page: %s/kpi (next to the Locust web UI)", f"http://{environment.parsed_options.web_host or '127.0.0.1'}:{environment.parsed_options.web_port}")
+
+
+KPI_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>apprun KPIs</title>
+<style>body{font-family:sans-serif;margin:2em}td,th{padding:.3em 1em;border-bottom:1px solid #ccc}
+.PASS{color:#080}.FAIL{color:#c00}pre{background:#f4f4f4;padding:1em}</style></head><body>
+<h1>apprun KPI gate</h1><p>Live, refreshed every 2 s (warm-up excluded).</p>
+<table id="t"><tr><th>KPI</th><th>threshold</th><th>measured</th><th>result</th></tr></table>
+<h2>thresholds.yaml</h2><pre id="y"></pre>
+<script>
+async function refresh(){const r=await fetch('kpi.json');const d=await r.json();
+const t=document.getElementById('t');t.innerHTML='<tr><th>KPI</th><th>threshold</th><th>measured</th><th>result</th></tr>';
+for(const v of d.verdicts){const s=v.passed?'PASS':'FAIL';const row=t.insertRow();
+[v.metric,v.threshold,v.measured===null?'no samples':v.measured,s].forEach((c,i)=>{const x=row.insertCell();x.textContent=c;if(i==3)x.className=s;});}
+document.getElementById('y').textContent=d.thresholds;}
+refresh();setInterval(refresh,2000);
+</script></body></html>"""

@@ -1,0 +1,143 @@
+"""The POC summary report: reports/<timestamp>/ with summary.md, summary.json,
+PNG charts (matplotlib) and Locust's own HTML and CSV; reports/latest
+points at the newest."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from kpi.collector import Collector  # noqa: E402
+from kpi.evaluate import Verdict, histogram_percentile  # noqa: E402
+
+
+def _charts(report_dir: Path, collector: Collector, sampler: Any) -> list[str]:
+    rows = collector.per_second()
+    made = []
+    if rows:
+        t0 = rows[0][0]
+        seconds = [r[0] - t0 for r in rows]
+        fig, ax = plt.subplots(figsize=(9, 4))
+        for pct in (50, 95, 99):
+            ax.plot(seconds, [histogram_percentile(r[3], pct) or 0 for r in rows], label=f"p{pct}")
+        ax.set(xlabel="s", ylabel="ms", title="Response time percentiles over time")
+        ax.legend()
+        fig.savefig(report_dir / "latency_over_time.png", dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        merged: dict[int, int] = {}
+        for r in rows:
+            for value, count in r[3].items():
+                merged[value] = merged.get(value, 0) + count
+        fig, ax = plt.subplots(figsize=(9, 4))
+        values = sorted(merged)
+        ax.bar(values, [merged[v] for v in values], width=1.0)
+        ax.set(xlabel="ms", ylabel="requests", title="Response time distribution", yscale="log")
+        fig.savefig(report_dir / "latency_distribution.png", dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        fig, ax = plt.subplots(figsize=(9, 4))
+        ax.plot(seconds, [r[1] for r in rows], label="requests/s")
+        ax.plot(seconds, [r[2] for r in rows], label="failures/s", color="red")
+        ax.set(xlabel="s", ylabel="per second", title="Throughput and failures over time")
+        ax.legend()
+        fig.savefig(report_dir / "rps_over_time.png", dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        made += ["latency_over_time.png", "latency_distribution.png", "rps_over_time.png"]
+    if sampler is not None and sampler.samples:
+        samples = sampler.samples
+        t0 = samples[0].t
+        fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+        for name in samples[-1].memory_mb:
+            xs = [s.t - t0 for s in samples if name in s.memory_mb]
+            top.plot(xs, [s.memory_mb[name] for s in samples if name in s.memory_mb], label=name)
+            bottom.plot(xs, [s.cpu_percent[name] for s in samples if name in s.cpu_percent], label=name)
+        top.set(ylabel="RSS MB", title="Memory and CPU per component")
+        bottom.set(xlabel="s", ylabel="CPU % (one core = 100)")
+        top.legend()
+        fig.savefig(report_dir / "resources_over_time.png", dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        made.append("resources_over_time.png")
+    return made
+
+
+def _write_csv(path: Path, environment) -> None:
+    import csv
+
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["Type", "Name", "Requests", "Failures", "Median ms", "P95 ms", "P99 ms", "Average ms",
+                         "Requests/s"])
+        entries = list(environment.stats.entries.values()) + [environment.stats.total]
+        for e in entries:
+            writer.writerow([e.method or "", e.name, e.num_requests, e.num_failures, e.median_response_time,
+                             e.get_response_time_percentile(0.95), e.get_response_time_percentile(0.99),
+                             round(e.avg_response_time, 1), round(e.total_rps, 1)])
+
+
+def write(report_dir: Path, environment, verdicts: list[Verdict], state: dict[str, Any],
+          collector: Collector) -> Path:
+    report_dir.mkdir(parents=True, exist_ok=True)
+    options = environment.parsed_options
+    passed = all(v.passed for v in verdicts)
+    stats = environment.stats.total
+    errors = sorted(environment.stats.errors.values(), key=lambda e: -e.occurrences)[:10]
+    charts = _charts(report_dir, collector, state.get("sampler"))
+    data = {
+        "verdict": "PASS" if passed else "FAIL",
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "target": environment.host,
+        "embedded_stack": state.get("stack_config") is not None,
+        "profile": options.load_profile,
+        "run_time_s": options.run_time,
+        "thresholds_file": options.thresholds,
+        "environment": {"python": platform.python_version(), "machine": platform.machine(),
+                        "cpus": os.cpu_count(), "system": platform.platform()},
+        "kpis": [v.to_json() for v in verdicts],
+        "capacity_rps": state.get("capacity_rps"),
+        "stress_steps": state.get("steps"),
+        "aborted": state.get("aborted"),
+        "preflight": {k: v for k, v in state.get("preflight", {}).items() if not isinstance(v, list)},
+        "totals": {"requests": stats.num_requests, "failures": stats.num_failures,
+                   "median_ms": stats.median_response_time, "p95_ms": stats.get_response_time_percentile(0.95)},
+        "errors": [{"method": e.method, "name": e.name, "error": str(e.error), "occurrences": e.occurrences}
+                   for e in errors],
+        "charts": charts,
+    }
+    _write_csv(report_dir / "locust_stats.csv", environment)
+    (report_dir / "summary.json").write_text(json.dumps(data, indent=2, default=str))
+    lines = [
+        "# apprun POC summary report", "",
+        f"**Verdict: {data['verdict']}** - generated {data['generated_at']}", "",
+        "## Environment", "",
+        f"- target: {data['target']} ({'embedded stack' if data['embedded_stack'] else 'external gateway'})",
+        f"- load profile: {data['profile']}, run time {data['run_time_s']} s, thresholds {data['thresholds_file']}",
+        f"- machine: {data['environment']['cpus']} CPUs, {data['environment']['system']}, "
+        f"Python {data['environment']['python']}",
+        "", "## KPIs", "", "| KPI | threshold | measured | result |", "|---|---|---|---|",
+    ]
+    for v in verdicts:
+        measured = "no samples" if v.measured is None else f"{v.measured:g}"
+        lines.append(f"| {v.key} | `{v.expression}` | {measured} | {'PASS' if v.passed else '**FAIL**'} |")
+    if data["capacity_rps"] is not None:
+        lines += ["", f"Capacity (stress profile): **{data['capacity_rps']} req/s** held every latency/error KPI."]
+    if data["aborted"]:
+        lines += ["", f"Run aborted early by abort_on_fail: {data['aborted']}"]
+    lines += ["", "## Totals", "", f"- requests: {stats.num_requests}, failures: {stats.num_failures}",
+              f"- pre-flight: {json.dumps(data['preflight'])}", "", "## Notable errors", ""]
+    lines += [f"- {e['occurrences']} x {e['method']} {e['name']}: {e['error']}" for e in data["errors"]] or ["- none"]
+    lines += ["", "## Charts", ""] + [f"![{c}]({c})" for c in charts]
+    lines += ["", "Locust's own report: [locust.html](locust.html); per-route statistics: [locust_stats.csv](locust_stats.csv)", ""]
+    path = report_dir / "summary.md"
+    path.write_text("\n".join(lines))
+    latest = report_dir.parent / "latest"
+    if latest.is_symlink() or latest.exists():
+        latest.unlink()
+    latest.symlink_to(report_dir.name)
+    return path

@@ -1,0 +1,97 @@
+"""Memory and CPU of the system under test, sampled over the run.
+
+Embedded stack: psutil over the whole process tree of every service PID in
+``stack.json`` (gateway, worker, PostgreSQL, Temporal).  Remote target:
+``process_resident_memory_bytes`` and ``process_cpu_seconds_total`` from its
+``/metrics`` (that gateway process only; the report says so).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import psutil
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+MB = 1024 * 1024
+
+
+@dataclass
+class ResourceSample:
+    t: float
+    memory_mb: dict[str, float]
+    cpu_percent: dict[str, float]
+
+    @property
+    def total_memory_mb(self) -> float:
+        return sum(self.memory_mb.values())
+
+    @property
+    def total_cpu_percent(self) -> float:
+        return sum(self.cpu_percent.values())
+
+
+class ProcessTreeSampler:
+    def __init__(self, pids: dict[str, int]) -> None:
+        self._roots = {}
+        for name, pid in pids.items():
+            try:
+                self._roots[name] = psutil.Process(pid)
+            except psutil.Error:
+                continue
+        self._known: dict[int, psutil.Process] = {}
+        self.samples: list[ResourceSample] = []
+        self.sample()  # primes cpu_percent
+
+    def _tree(self, root: psutil.Process) -> list[psutil.Process]:
+        try:
+            members = [root] + root.children(recursive=True)
+        except psutil.Error:
+            return []
+        # Keep the same Process objects so cpu_percent() measures since the last call.
+        return [self._known.setdefault(p.pid, p) for p in members]
+
+    def sample(self) -> ResourceSample:
+        memory: dict[str, float] = {}
+        cpu: dict[str, float] = {}
+        for name, root in self._roots.items():
+            mem_total = cpu_total = 0.0
+            for proc in self._tree(root):
+                try:
+                    mem_total += proc.memory_info().rss / MB
+                    cpu_total += proc.cpu_percent(None)
+                except psutil.Error:
+                    continue
+            memory[name], cpu[name] = round(mem_total, 1), round(cpu_total, 1)
+        sample = ResourceSample(time.time(), memory, cpu)
+        self.samples.append(sample)
+        return sample
+
+
+class MetricsEndpointSampler:
+    def __init__(self, host: str) -> None:
+        self._url = host.rstrip("/") + "/metrics"
+        self._last: tuple[float, float] | None = None
+        self.samples: list[ResourceSample] = []
+
+    def sample(self) -> ResourceSample | None:
+        try:
+            text = requests.get(self._url, timeout=2).text
+        except requests.RequestException:
+            return None
+        values = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                if s.name in ("process_resident_memory_bytes", "process_cpu_seconds_total"):
+                    values[s.name] = s.value
+        if "process_resident_memory_bytes" not in values:
+            return None
+        now = time.time()
+        cpu = 0.0
+        if self._last and "process_cpu_seconds_total" in values:
+            cpu = 100 * (values["process_cpu_seconds_total"] - self._last[1]) / max(1e-6, now - self._last[0])
+        self._last = (now, values.get("process_cpu_seconds_total", 0.0))
+        sample = ResourceSample(now, {"gateway": values["process_resident_memory_bytes"] / MB}, {"gateway": cpu})
+        self.samples.append(sample)
+        return sample

@@ -1,0 +1,214 @@
+"""The seed's three personas, checking correctness under load.
+
+alice (tenant 1, admin), bob (tenant 1, user), charlie (tenant 2, admin).
+Every correctness violation fails its request *and* increments a named
+counter the KPI gate judges: isolation_violations, rbac_violations,
+lost_writes, workflow_failures.
+"""
+from __future__ import annotations
+
+import os
+import random
+import time
+import uuid
+
+from locust import FastHttpUser, constant_throughput, events, task
+
+from kpi.plugin import PER_USER_RPS, record_violation
+
+TENANT_1 = "11111111-1111-1111-1111-111111111111"
+TENANT_2 = "22222222-2222-2222-2222-222222222222"
+SEED_PASSWORD = os.environ.get("APPRUN_SEED_PASSWORD", "apprun-dev-password")
+FUNCTION_NAME = "loadtest-price"
+PRICE_INPUT = {"items": [{"name": "A", "price_cents": 1000}, {"name": "B", "price_cents": 2599}],
+               "tax_rate_bp": 2000}
+PRICE_OUTPUT = {"count": 2, "subtotal_cents": 3599, "tax_cents": 720, "total_cents": 4319}
+WORKFLOW_DEADLINE_S = 60.0
+
+
+class TenantUser(FastHttpUser):
+    abstract = True
+    email = ""
+    tenant_id = ""
+    other_tenant = ""
+    wait_time = constant_throughput(PER_USER_RPS)
+    connection_timeout = 10.0
+    network_timeout = 10.0
+
+    def on_start(self) -> None:
+        with self.client.post("/auth/login", json={"email": self.email, "password": SEED_PASSWORD},
+                              name="/auth/login", catch_response=True) as response:
+            if response.status_code != 200:
+                response.failure(f"login failed: {response.status_code}")
+                raise RuntimeError(f"{self.email} cannot log in")
+            token = response.json()["access_token"]
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    # -- reads -----------------------------------------------------------
+    def _check_rows(self, response, label: str) -> list:
+        if response.status_code not in (200, 206):
+            response.failure(f"{label}: HTTP {response.status_code}")
+            return []
+        rows = response.json()
+        foreign = [row for row in rows if row.get("tenant_id") not in (None, self.tenant_id)]
+        if foreign:
+            response.failure(f"{label}: {len(foreign)} row(s) of another tenant")
+            record_violation("isolation_violations")
+        return rows
+
+    @task(10)
+    def list_products(self) -> None:
+        offset = random.randint(0, 20)
+        url = f"/data/products?select=id,tenant_id,name,price&price=gte.0&order=created_at.desc&limit=10&offset={offset}"
+        with self.client.get(url, headers=self.headers, name="/data/products [list]", catch_response=True) as r:
+            self._check_rows(r, "list")
+
+    @task(3)
+    def filtered_products(self) -> None:
+        url = "/data/products?select=id,tenant_id,price&or=(price.lt.50,price.gt.150)&limit=20"
+        with self.client.get(url, headers={**self.headers, "Prefer": "count=exact"},
+                             name="/data/products [filter+count]", catch_response=True) as r:
+            self._check_rows(r, "filter")
+
+    @task(2)
+    def cross_tenant_probe(self) -> None:
+        url = f"/data/products?tenant_id=eq.{self.other_tenant}&select=id,tenant_id"
+        with self.client.get(url, headers=self.headers, name="/data/products [cross-tenant probe]",
+                             catch_response=True) as r:
+            if self._check_rows(r, "probe"):
+                r.failure("cross-tenant probe returned rows")
+
+    @task(3)
+    def invoke_function(self) -> None:
+        with self.client.post(f"/functions/{FUNCTION_NAME}/invoke", json=PRICE_INPUT, headers=self.headers,
+                              name="/functions/[name]/invoke", catch_response=True) as r:
+            if r.status_code != 200 or r.json() != PRICE_OUTPUT:
+                r.failure(f"function: HTTP {r.status_code}")
+
+
+class AdminUser(TenantUser):
+    abstract = True
+
+    @task(2)
+    def create_and_read_back(self) -> None:
+        name = f"lt-{uuid.uuid4().hex[:12]}"
+        with self.client.post("/data/products", json={"name": name, "price": random.randint(1, 300)},
+                              headers={**self.headers, "Prefer": "return=representation"},
+                              name="/data/products [create]", catch_response=True) as r:
+            if r.status_code != 201:
+                r.failure(f"create: HTTP {r.status_code}")
+                return
+            created = r.json()[0]
+        with self.client.get(f"/data/products?id=eq.{created['id']}&select=id,tenant_id,name", headers=self.headers,
+                             name="/data/products [read back]", catch_response=True) as r:
+            rows = self._check_rows(r, "read back")
+            if r.status_code == 200 and [row["name"] for row in rows] != [name]:
+                r.failure("a created row is not readable")
+                record_violation("lost_writes")
+
+    @task(1)
+    def update_product(self) -> None:
+        with self.client.patch("/data/products?name=like.lt-*&price=lt.5", json={"price": 5},
+                               headers=self.headers, name="/data/products [update]", catch_response=True) as r:
+            if r.status_code != 204:
+                r.failure(f"update: HTTP {r.status_code}")
+
+    @task(1)
+    def cross_tenant_write(self) -> None:
+        with self.client.post("/data/products", json={"name": "smuggled", "price": 1, "tenant_id": self.other_tenant},
+                              headers=self.headers, name="/data/products [cross-tenant write]",
+                              catch_response=True) as r:
+            if r.status_code == 403:
+                r.success()
+            else:
+                r.failure(f"cross-tenant insert answered {r.status_code}")
+                record_violation("isolation_violations")
+
+
+class Alice(AdminUser):
+    """Tenant 1 admin: reads, writes, functions and the rare workflow."""
+    weight = 3
+    email, tenant_id, other_tenant = "alice@test.com", TENANT_1, TENANT_2
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.pending: list[tuple[str, float]] = []
+
+    @task(1)
+    def run_workflow(self) -> None:
+        if len(self.pending) >= 3:
+            return self.poll_workflow()
+        body = {"workflow": "user_registration", "input": {"email": f"lt-{uuid.uuid4().hex[:10]}@test.com"}}
+        with self.client.post("/api/v1/workflows/execute", json=body, headers=self.headers,
+                              name="/api/v1/workflows/execute", catch_response=True) as r:
+            if r.status_code != 202:
+                r.failure(f"workflow start: HTTP {r.status_code}")
+                record_violation("workflow_failures")
+                return
+            self.pending.append((r.json()["workflow_id"], time.monotonic()))
+
+    @task(2)
+    def poll_workflow(self) -> None:
+        if not self.pending:
+            return
+        workflow_id, started = self.pending[0]
+        with self.client.get(f"/api/v1/workflows/{workflow_id}", headers=self.headers,
+                             name="/api/v1/workflows/[id]", catch_response=True) as r:
+            if r.status_code != 200:
+                r.failure(f"workflow status: HTTP {r.status_code}")
+                return
+            status = r.json()["status"]
+            if status == "completed":
+                self.pending.pop(0)
+            elif status == "failed" or time.monotonic() - started > WORKFLOW_DEADLINE_S:
+                self.pending.pop(0)
+                r.failure(f"workflow {status}")
+                record_violation("workflow_failures")
+
+
+class Bob(TenantUser):
+    """Tenant 1 user: reads and invokes; every write attempt must be refused."""
+    weight = 3
+    email, tenant_id, other_tenant = "bob@test.com", TENANT_1, TENANT_2
+
+    @task(2)
+    def forbidden_write(self) -> None:
+        method, url, name = random.choice([
+            ("POST", "/data/products", "/data/products [bob create]"),
+            ("PATCH", "/data/products?name=eq.Product%20A", "/data/products [bob update]"),
+            ("DELETE", "/data/products?name=eq.Product%20A", "/data/products [bob delete]"),
+            ("PUT", f"/functions/{FUNCTION_NAME}", "/functions/[name] [bob deploy]"),
+        ])
+        with self.client.request(method, url, json={"name": "bob", "price": 1}, headers=self.headers, name=name,
+                                 catch_response=True) as r:
+            if r.status_code == 403:
+                r.success()
+            else:
+                r.failure(f"bob's {method} answered {r.status_code}, expected 403")
+                record_violation("rbac_violations")
+
+
+class Charlie(AdminUser):
+    """Tenant 2 admin."""
+    weight = 2
+    email, tenant_id, other_tenant = "charlie@test.com", TENANT_2, TENANT_1
+
+
+@events.test_start.add_listener
+def _deploy_load_function(environment, **_kwargs) -> None:
+    """The function the personas invoke, deployed once per tenant before load
+    (on the master or the local runner; workers share the target)."""
+    from locust.runners import WorkerRunner
+
+    if isinstance(environment.runner, WorkerRunner):
+        return
+    import requests
+
+    from wasm.build import example_wasm
+
+    for email in ("alice@test.com", "charlie@test.com"):
+        token = requests.post(f"{environment.host}/auth/login", json={"email": email, "password": SEED_PASSWORD},
+                              timeout=30).json()["access_token"]
+        requests.put(f"{environment.host}/functions/{FUNCTION_NAME}", data=example_wasm("price_tax"), timeout=30,
+                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/wasm"}
+                     ).raise_for_status()
