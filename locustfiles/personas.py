@@ -26,6 +26,15 @@ PRICE_OUTPUT = {"count": 2, "subtotal_cents": 3599, "tax_cents": 720, "total_cen
 WORKFLOW_DEADLINE_S = 60.0
 
 
+def _expect_forbidden(response, what: str, counter: str) -> None:
+    """A refused request is the correct outcome; anything else is a violation."""
+    if response.status_code == 403:
+        response.success()
+    else:
+        response.failure(f"{what} answered {response.status_code}, expected 403")
+        record_violation(counter)
+
+
 class TenantUser(FastHttpUser):
     abstract = True
     email = ""
@@ -118,11 +127,7 @@ class AdminUser(TenantUser):
         with self.client.post("/data/products", json={"name": "smuggled", "price": 1, "tenant_id": self.other_tenant},
                               headers=self.headers, name="/data/products [cross-tenant write]",
                               catch_response=True) as r:
-            if r.status_code == 403:
-                r.success()
-            else:
-                r.failure(f"cross-tenant insert answered {r.status_code}")
-                record_violation("isolation_violations")
+            _expect_forbidden(r, "cross-tenant insert", "isolation_violations")
 
 
 class Alice(AdminUser):
@@ -181,11 +186,7 @@ class Bob(TenantUser):
         ])
         with self.client.request(method, url, json={"name": "bob", "price": 1}, headers=self.headers, name=name,
                                  catch_response=True) as r:
-            if r.status_code == 403:
-                r.success()
-            else:
-                r.failure(f"bob's {method} answered {r.status_code}, expected 403")
-                record_violation("rbac_violations")
+            _expect_forbidden(r, f"bob's {method}", "rbac_violations")
 
 
 class Charlie(AdminUser):
