@@ -12,7 +12,7 @@ import contextlib
 import json
 import queue
 import threading
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import psycopg2
 import psycopg2.extensions
@@ -52,6 +52,10 @@ class ConnectionPool:
             options=f"-c statement_timeout={self._statement_timeout_ms}",
             connect_timeout=5,
         )
+        # Transactions are written out by tenant_transaction() so that BEGIN
+        # and the claims travel in the same message as the first statement
+        # (psycopg2's implicit BEGIN would be a round trip of its own).
+        conn.autocommit = True
         return conn
 
     def acquire(self) -> psycopg2.extensions.connection:
@@ -109,16 +113,67 @@ class ConnectionPool:
             self.release(conn)
 
 
+class ClaimsCursor:
+    """A cursor whose first statement carries the caller's claims.
+
+    Round trips per request (measured as the gateway's and PostgreSQL's main
+    per-request cost): psycopg2's default was BEGIN, set claims, statement,
+    COMMIT, i.e. four.  Here a transaction is ``BEGIN; set claims; first
+    statement`` in one simple-query message plus ``COMMIT``: two.  With
+    ``single_statement`` there is no BEGIN: PostgreSQL runs the statements of
+    one simple-query message as one implicit transaction, so claims and
+    statement commit (or fail) together in a single round trip.
+    """
+
+    def __init__(self, cursor: psycopg2.extensions.cursor, claims_json: str, single_statement: bool) -> None:
+        self._cursor = cursor
+        self._claims_json = claims_json
+        self._single_statement = single_statement
+        self.statements = 0
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
+        if self.statements and self._single_statement:
+            raise RuntimeError("a single-statement transaction ran a second statement")
+        if self.statements:
+            self._cursor.execute(sql, params)
+        else:
+            # Without params psycopg2 leaves '%' alone; once params are added
+            # every literal '%' must be doubled.
+            body = sql if params is not None else sql.replace("%", "%%")
+            prefix = SET_CLAIMS_SQL + "; " if self._single_statement else "BEGIN; " + SET_CLAIMS_SQL + "; "
+            self._cursor.execute(prefix + body, (self._claims_json, *(params or ())))
+        self.statements += 1
+
+    def __getattr__(self, name: str) -> Any:  # fetchone, fetchall, rowcount, description...
+        return getattr(self._cursor, name)
+
+
 @contextlib.contextmanager
-def tenant_transaction(claims: Mapping[str, Any]) -> Iterator[psycopg2.extensions.cursor]:
+def tenant_transaction(claims: Mapping[str, Any], single_statement: bool = False) -> Iterator[ClaimsCursor]:
     """One transaction with the caller's claims set; commits on success,
-    rolls back on any error (so a failed bulk insert writes nothing)."""
+    rolls back on any error (so a failed bulk insert writes nothing).
+    ``single_statement=True``: the route runs exactly one statement, which
+    then costs one round trip (see ClaimsCursor)."""
     pool: ConnectionPool = current_app.extensions["apprun.db"]
     with pool.connection() as conn:
-        with conn.cursor() as cur:
-            cur.execute(SET_CLAIMS_SQL, (json.dumps(dict(claims)),))
-            yield cur
-        conn.commit()
+        with conn.cursor() as raw:
+            cursor = ClaimsCursor(raw, json.dumps(dict(claims)), single_statement)
+            try:
+                yield cursor
+            except BaseException:
+                with contextlib.suppress(Exception):  # the original error matters more
+                    _end_transaction(conn, "ROLLBACK")
+                raise
+            _end_transaction(conn, "COMMIT")
+
+
+def _end_transaction(conn: psycopg2.extensions.connection, command: str) -> None:
+    """psycopg2's commit()/rollback() do nothing in autocommit mode, so the
+    explicit BEGIN is closed explicitly (when one is open)."""
+    if conn.closed or conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+        return
+    with conn.cursor() as cur:
+        cur.execute(command)
 
 
 @contextlib.contextmanager
@@ -126,10 +181,9 @@ def plain_cursor() -> Iterator[psycopg2.extensions.cursor]:
     """A transaction with no claims: only for routes that need no tenant
     (login lookup through its SECURITY DEFINER function, readiness)."""
     pool: ConnectionPool = current_app.extensions["apprun.db"]
-    with pool.connection() as conn:
+    with pool.connection() as conn:  # autocommit: each statement commits
         with conn.cursor() as cur:
             yield cur
-        conn.commit()
 
 
 def init_app(app: Flask) -> None:

@@ -8,6 +8,7 @@ need prometheus_client's multiprocess mode.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from flask import Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -42,13 +43,22 @@ def init_app(app: Flask) -> None:
     def _start_timer() -> None:
         g.apprun_started = time.perf_counter()
 
+    # labels() resolves a child under a lock on every call; routes x methods
+    # x statuses is a small set, so the children are looked up once.
+    children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
     @app.after_request
     def _record(response: Response) -> Response:
         started = g.get("apprun_started")
         if started is not None:
-            route = request.url_rule.rule if request.url_rule else "<unmatched>"
-            metrics.requests.labels(route, request.method, str(response.status_code)).inc()
-            metrics.latency.labels(route, request.method).observe(time.perf_counter() - started)
+            key = (request.url_rule.rule if request.url_rule else "<unmatched>", request.method,
+                   response.status_code)
+            pair = children.get(key)
+            if pair is None:
+                pair = children[key] = (metrics.requests.labels(key[0], key[1], str(key[2])),
+                                        metrics.latency.labels(key[0], key[1]))
+            pair[0].inc()
+            pair[1].observe(time.perf_counter() - started)
         return response
 
     @app.get("/metrics")

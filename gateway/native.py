@@ -37,3 +37,23 @@ def start_native_thread(target: Callable[[], None], name: str) -> None:
 
 def native_sleep() -> Callable[[float], None]:
     return original("time", "sleep", time.sleep)
+
+
+class NativePool:
+    """A bounded pool of native threads for CPU-heavy native code (argon2,
+    wasmtime) that releases the GIL.  Under gevent it is gevent's ThreadPool,
+    so the calling greenlet yields while the work runs; without gevent the
+    call runs inline.  Bounded on purpose: every thread that allocates gets
+    its own glibc arena, so a wide pool multiplies retained memory."""
+
+    def __init__(self, threads: int) -> None:
+        self._pool = None
+        if gevent_patched():
+            from gevent.threadpool import ThreadPool
+
+            self._pool = ThreadPool(max(1, threads))
+
+    def apply(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._pool is None:
+            return fn(*args)
+        return self._pool.apply(fn, args)

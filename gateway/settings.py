@@ -49,6 +49,9 @@ class Settings:
     jwt_cache_size: int = 4096
     password_hash_time_cost: int = 2
     password_hash_memory_kib: int = 19456
+    # Native threads for argon2: more than the core count buys no speed and
+    # each one keeps its own malloc arena (see auth/passwords.py).
+    password_hash_threads: int = 2
     # Casbin files; empty means the ones shipped in gateway/rbac/.
     rbac_model_file: str = ""
     rbac_policy_file: str = ""

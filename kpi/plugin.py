@@ -21,6 +21,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from kpi import preflight
 from kpi.collector import Collector
 from kpi.evaluate import Snapshot, Verdict, evaluate, format_table
+from kpi.sampler import summarize_by_component
 from kpi.thresholds import Thresholds, ThresholdsError, load
 
 log = logging.getLogger("apprun.kpi")
@@ -127,11 +128,18 @@ def _stop_embedded_stack() -> None:
     state.save(config.state_file)
 
 
+@events.test_stop.add_listener
+def _test_stop(environment, **_kwargs) -> None:
+    if not _is_worker(environment):
+        _state["load_stopped_at"] = time.time()
+
+
 @events.test_start.add_listener
 def _test_start(environment, **_kwargs) -> None:
     if _is_worker(environment):
         return
     _state["started_at"] = time.time()
+    _state["load_stopped_at"] = None
     if not environment.parsed_options.skip_preflight:
         _run_preflight(environment)
     gevent.spawn(_sample_resources, environment)
@@ -187,13 +195,15 @@ def _sample_resources(environment) -> None:
 def snapshot_now(environment, end: float | None = None) -> Snapshot:
     thresholds: Thresholds = environment.apprun_thresholds
     started = _state["started_at"] or time.time()
-    end_s = int(end or time.time())
+    # After the load stops (cleanup, shutdown) nothing is judged any more.
+    end_s = int(end or _state.get("load_stopped_at") or time.time())
     start_s = int(started + thresholds.warmup_s)
     snapshot = collector.snapshot(start_s, end_s)
     cpus = os.cpu_count() or 1
     sampler = _state.get("sampler")
     if sampler is not None:
-        samples = [s for s in sampler.samples if s.t >= start_s]
+        samples = [s for s in sampler.samples if start_s <= s.t <= end_s + 1]
+        _state["resources"] = summarize_by_component(samples, cpus)
         snapshot.samples["sut_memory_mb"] = [s.total_memory_mb for s in samples]
         snapshot.samples["sut_cpu_percent"] = [s.total_cpu_percent / cpus for s in samples]
     figures = _state["preflight"]
@@ -289,25 +299,48 @@ def _quitting(environment, **_kwargs) -> None:
         _stop_embedded_stack()
 
 
+KPI_TAB_KEY = "apprun-kpis"
+
+
 def _install_web_tab(environment) -> None:
-    """A KPI page served by the Locust web UI at /kpi with live values and
-    the thresholds file; /kpi.json serves the same data."""
+    """A "KPIs" tab inside Locust's web UI (its extended tabs, fed through
+    /stats/requests), plus a page of our own at /kpi with the thresholds file
+    and /kpi.json with the same data for scripts."""
     if environment.web_ui is None:
         return
-    app = environment.web_ui.app
+    from flask import request
+
+    web_ui = environment.web_ui
+    app = web_ui.app
+    web_ui.template_args["extended_tabs"] = [{"title": "KPIs", "key": KPI_TAB_KEY}]
+    web_ui.template_args["extended_tables"] = [{"key": KPI_TAB_KEY, "structure": [
+        {"key": "kpi", "title": "KPI"}, {"key": "threshold", "title": "threshold"},
+        {"key": "measured", "title": "measured"}, {"key": "result", "title": "result"}]}]
+
+    def live_verdicts() -> list[Verdict]:
+        return evaluate(snapshot_now(environment), environment.apprun_thresholds) if _state["started_at"] else []
+
+    @app.after_request
+    def _add_kpi_rows(response):  # type: ignore[no-untyped-def]
+        if request.path != "/stats/requests" or not response.is_json:
+            return response
+        rows = [{"kpi": v.key, "threshold": v.expression,
+                 "measured": "no samples" if v.measured is None else f"{v.measured:g}",
+                 "result": "PASS" if v.passed else "FAIL"} for v in live_verdicts()]
+        response.set_data(json.dumps({**response.get_json(), "extended_stats": [{"key": KPI_TAB_KEY, "data": rows}]}))
+        return response
 
     @app.route("/kpi.json")
     def kpi_json():  # type: ignore[no-untyped-def]
-        verdicts = evaluate(snapshot_now(environment), environment.apprun_thresholds) \
-            if _state["started_at"] else []
-        return {"verdicts": [v.to_json() for v in verdicts],
+        return {"verdicts": [v.to_json() for v in live_verdicts()],
                 "thresholds": Path(environment.apprun_thresholds.source).read_text()}
 
     @app.route("/kpi")
     def kpi_page():  # type: ignore[no-untyped-def]
         return KPI_PAGE
 
-    log.info("live KPI page: %s/kpi (next to the Locust web UI)", f"http://{environment.parsed_options.web_host or '127.0.0.1'}:{environment.parsed_options.web_port}")
+    log.info("KPIs: the 'KPIs' tab of the web UI; thresholds and live values also at %s/kpi",
+             f"http://{environment.parsed_options.web_host or '127.0.0.1'}:{environment.parsed_options.web_port}")
 
 
 KPI_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>apprun KPIs</title>

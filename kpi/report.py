@@ -104,6 +104,7 @@ def write(report_dir: Path, environment, verdicts: list[Verdict], state: dict[st
         "stress_steps": state.get("steps"),
         "aborted": state.get("aborted"),
         "preflight": {k: v for k, v in state.get("preflight", {}).items() if not isinstance(v, list)},
+        "resources": state.get("resources", {}),
         "totals": {"requests": stats.num_requests, "failures": stats.num_failures,
                    "median_ms": stats.median_response_time, "p95_ms": stats.get_response_time_percentile(0.95)},
         "errors": [{"method": e.method, "name": e.name, "error": str(e.error), "occurrences": e.occurrences}
@@ -129,6 +130,11 @@ def write(report_dir: Path, environment, verdicts: list[Verdict], state: dict[st
         lines += ["", f"Capacity (stress profile): **{data['capacity_rps']} req/s** held every latency/error KPI."]
     if data["aborted"]:
         lines += ["", f"Run aborted early by abort_on_fail: {data['aborted']}"]
+    if data["resources"]:
+        lines += ["", "## Resources by component (judged window)", "",
+                  "| component | CPU avg, % of machine | memory max, MB |", "|---|---|---|"]
+        lines += [f"| {name} | {r['cpu_avg_percent']:g} | {r['memory_max_mb']:g} |"
+                  for name, r in data["resources"].items()]
     lines += ["", "## Totals", "", f"- requests: {stats.num_requests}, failures: {stats.num_failures}",
               f"- pre-flight: {json.dumps(data['preflight'])}", "", "## Notable errors", ""]
     lines += [f"- {e['occurrences']} x {e['method']} {e['name']}: {e['error']}" for e in data["errors"]] or ["- none"]

@@ -97,6 +97,6 @@ def init_app(app) -> None:
     settings = app.config["APPRUN_SETTINGS"]
     app.extensions["apprun.tokens"] = TokenService(settings)
     app.extensions["apprun.passwords"] = PasswordService(
-        settings.password_hash_time_cost, settings.password_hash_memory_kib
+        settings.password_hash_time_cost, settings.password_hash_memory_kib, settings.password_hash_threads
     )
     app.register_blueprint(bp)

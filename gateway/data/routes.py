@@ -93,16 +93,11 @@ def read(table: str) -> Response:
     offset = query.offset if query.offset is not None else (range_offset or 0)
     limit = query.limit if query.limit is not None else range_limit
     limit = settings.data_max_rows if limit is None else min(limit, settings.data_max_rows)
-    sql, params = sqlbuild.read_sql(info, query, limit, offset)
     want_count = prefs.get("count") in ("exact", "planned", "estimated")
-    with tenant_transaction(current_claims()) as cur:
+    sql, params = sqlbuild.read_sql(info, query, limit, offset, with_total=want_count)
+    with tenant_transaction(current_claims(), single_statement=True) as cur:
         cur.execute(sql, params)
-        body, returned = cur.fetchone()
-        total = None
-        if want_count:
-            count_query, count_params = sqlbuild.count_sql(info, query)
-            cur.execute(count_query, count_params)
-            total = cur.fetchone()[0]
+        body, returned, total = cur.fetchone()
     if total is not None and offset > 0 and offset >= total and returned == 0:
         raise ApiError(416, "PGRST103", "Requested range not satisfiable",
                        details=f"An offset of {offset} was requested, but there are only {total} rows.",
@@ -153,7 +148,7 @@ def create(table: str) -> Response:
         raise ApiError(400, "PGRST102", "every row of a bulk insert must be a JSON object")
     representation = _representation(_preferences())
     sql, params = sqlbuild.insert_sql(info, rows, query, representation)
-    with tenant_transaction(current_claims()) as cur:
+    with tenant_transaction(current_claims(), single_statement=True) as cur:
         cur.execute(sql, params)
         result, count = cur.fetchone()
     return _mutation_response(result, count, representation, created=True)
@@ -179,7 +174,7 @@ def update(table: str) -> Response:
         raise ApiError(400, "PGRST102", "PATCH body must name at least one column")
     representation = _representation(_preferences())
     sql, params = sqlbuild.update_sql(info, changes, query, representation)
-    with tenant_transaction(current_claims()) as cur:
+    with tenant_transaction(current_claims(), single_statement=True) as cur:
         cur.execute(sql, params)
         result, count = cur.fetchone()
     return _mutation_response(result, count, representation, created=False)
@@ -195,7 +190,7 @@ def delete(table: str) -> Response:
     _require_filters(query, "DELETE")
     representation = _representation(_preferences())
     sql, params = sqlbuild.delete_sql(info, query, representation)
-    with tenant_transaction(current_claims()) as cur:
+    with tenant_transaction(current_claims(), single_statement=True) as cur:
         cur.execute(sql, params)
         result, count = cur.fetchone()
     return _mutation_response(result, count, representation, created=False)

@@ -75,8 +75,12 @@ def order_clause(table: TableInfo, order: list[OrderTerm]) -> str:
     return " ORDER BY " + ", ".join(terms)
 
 
-def read_sql(table: TableInfo, query: QueryParams, limit: int | None, offset: int) -> tuple[str, list[Any]]:
-    params: list[Any] = []
+def read_sql(table: TableInfo, query: QueryParams, limit: int | None, offset: int,
+             with_total: bool = False) -> tuple[str, list[Any]]:
+    """One statement returning (rows as JSON text, rows returned, total or
+    NULL): the total is a subquery of the same statement, so it is counted
+    in the same snapshot and costs no extra round trip."""
+    total, params = count_sql(table, query) if with_total else ("NULL", [])
     inner = f"SELECT {select_list(table, query.select)} FROM {table.quoted}"
     inner += where_clause(table, query.where, params) + order_clause(table, query.order)
     if limit is not None:
@@ -85,7 +89,8 @@ def read_sql(table: TableInfo, query: QueryParams, limit: int | None, offset: in
     if offset:
         inner += " OFFSET %s"
         params.append(offset)
-    return f"SELECT coalesce(json_agg(_r), '[]')::text, count(*) FROM ({inner}) _r", params
+    total_sql = f"({total})" if with_total else total
+    return f"SELECT coalesce(json_agg(_r), '[]')::text, count(*), {total_sql} FROM ({inner}) _r", params
 
 
 def count_sql(table: TableInfo, query: QueryParams) -> tuple[str, list[Any]]:

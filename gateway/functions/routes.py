@@ -144,7 +144,7 @@ def invoke_function(name: str) -> Response:
     payload = json_body((dict, list, str, int, float, bool, type(None)))
     claims = current_claims()
     runtime = _runtime()
-    with tenant_transaction(claims) as cur:
+    with tenant_transaction(claims, single_statement=True) as cur:
         cur.execute("SELECT digest, limits FROM functions WHERE name = %s", (name,))
         row = cur.fetchone()
     if row is None:
@@ -152,7 +152,7 @@ def invoke_function(name: str) -> Response:
     digest, stored_limits = row
 
     def fetch_wasm() -> bytes:
-        with tenant_transaction(claims) as fetch:
+        with tenant_transaction(claims, single_statement=True) as fetch:
             fetch.execute("SELECT module FROM functions WHERE name = %s AND digest = %s", (name, digest))
             found = fetch.fetchone()
         if found is None:  # replaced or deleted between the two queries

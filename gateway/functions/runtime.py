@@ -29,7 +29,7 @@ from typing import Any, Callable
 import wasmtime
 
 from gateway.errors import ApiError
-from gateway.native import native_sleep, start_native_thread
+from gateway.native import NativePool, native_sleep, start_native_thread
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class FunctionRuntime:
         self._fingerprint = hashlib.sha256(
             f"wasmtime-{getattr(wasmtime, '__version__', '?')}-fuel-epoch".encode()).hexdigest()[:12]
         self._ticker = EpochTicker(self.engine, tick_ms)
-        self._pool = _native_pool(threads)
+        self._pool = NativePool(threads)
         self._on_cold_start = on_cold_start
         self._on_call = on_call
 
@@ -275,24 +275,10 @@ class FunctionRuntime:
         return InvokeResult(output, cold_ms, duration_us, fuel_used)
 
     def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        if self._pool is None:
-            return fn(*args)
-        return self._pool.apply(fn, args)
+        return self._pool.apply(fn, *args)
 
     def close(self) -> None:
         self._ticker.stop()
-
-
-def _native_pool(threads: int):
-    """gevent's ThreadPool (native threads) when the process is patched."""
-    try:
-        from gevent.monkey import is_module_patched
-        from gevent.threadpool import ThreadPool
-    except ImportError:  # pragma: no cover
-        return None
-    if not is_module_patched("socket"):
-        return None
-    return ThreadPool(threads)
 
 
 def _is_numeric_call(request: Any) -> bool:

@@ -110,7 +110,7 @@ def execute() -> Response:
 @bp.get("/api/v1/workflows/<workflow_id>")
 @authorize
 def status(workflow_id: str) -> Response:
-    with tenant_transaction(current_claims()) as cur:
+    with tenant_transaction(current_claims(), single_statement=True) as cur:
         cur.execute(f"SELECT {EXECUTION_COLUMNS} FROM workflow_executions WHERE workflow_id = %s", (workflow_id,))
         row = cur.fetchone()
     if row is None:
