@@ -16,7 +16,7 @@ from typing import Any
 
 import gevent
 from locust import LoadTestShape, events
-from locust.runners import MasterRunner, WorkerRunner
+from locust.runners import WorkerRunner
 
 from kpi import preflight
 from kpi.collector import Collector
@@ -33,10 +33,13 @@ EXIT_BAD_THRESHOLDS = 2
 RAMP_S = 10
 STRESS_STEP_S = 15
 STRESS_STEP_FACTOR = 1.25
+STRESS_SETTLE_S = 3          # the first seconds of a stress step (users still spawning) are not judged
+PREFLIGHT_METRICS = ("auth_checks_per_s", "wasm_cold_start_ms", "wasm_hot_us")
 
 collector = Collector()
 _state: dict[str, Any] = {"verdicts": [], "capacity_rps": None, "stack_started": [], "sampler": None,
-                          "started_at": None, "preflight": {}, "steps": []}
+                          "started_at": None, "preflight": {}, "steps": [],
+                          "capacity_window": None}
 
 
 def record_violation(counter: str) -> None:
@@ -139,12 +142,12 @@ def _test_start(environment, **_kwargs) -> None:
     if _is_worker(environment):
         return
     _state["started_at"] = time.time()
-    _state["load_stopped_at"] = None
+    _state.update(load_stopped_at=None, steps=[], capacity_rps=None, capacity_window=None, aborted=None)
     if not environment.parsed_options.skip_preflight:
         _run_preflight(environment)
     gevent.spawn(_sample_resources, environment)
     thresholds: Thresholds = environment.apprun_thresholds
-    if thresholds.abort_on_fail:
+    if thresholds.abort_on_fail and options_profile(environment) != "stress":  # stress runs until a KPI breaks
         gevent.spawn(_abort_watch, environment, thresholds)
 
 
@@ -192,18 +195,33 @@ def _sample_resources(environment) -> None:
         sampler.sample()
 
 
-def snapshot_now(environment, end: float | None = None) -> Snapshot:
+def judged_window(environment) -> tuple[int, int]:
+    """[start, end) in epoch seconds: after the warm-up until the load
+    stopped (cleanup and shutdown are never judged).  A stress run is judged
+    on the window of its capacity step when it has one."""
+    if _state.get("capacity_window") and _state.get("load_stopped_at"):
+        start_s, end_s = _state["capacity_window"]
+        return start_s, end_s
     thresholds: Thresholds = environment.apprun_thresholds
     started = _state["started_at"] or time.time()
-    # After the load stops (cleanup, shutdown) nothing is judged any more.
-    end_s = int(end or _state.get("load_stopped_at") or time.time())
-    start_s = int(started + thresholds.warmup_s)
+    end_s = int(_state.get("load_stopped_at") or time.time())
+    return int(started + thresholds.warmup_s), end_s
+
+
+def snapshot_now(environment) -> Snapshot:
+    return snapshot_between(environment, *judged_window(environment))
+
+
+def _samples_between(start_s: int, end_s: int) -> list:
+    sampler = _state.get("sampler")
+    return [s for s in sampler.samples if start_s <= s.t <= end_s + 1] if sampler is not None else []
+
+
+def snapshot_between(environment, start_s: int, end_s: int) -> Snapshot:
     snapshot = collector.snapshot(start_s, end_s)
     cpus = os.cpu_count() or 1
-    sampler = _state.get("sampler")
-    if sampler is not None:
-        samples = [s for s in sampler.samples if start_s <= s.t <= end_s + 1]
-        _state["resources"] = summarize_by_component(samples, cpus)
+    if _state.get("sampler") is not None:
+        samples = _samples_between(start_s, end_s)
         snapshot.samples["sut_memory_mb"] = [s.total_memory_mb for s in samples]
         snapshot.samples["sut_cpu_percent"] = [s.total_cpu_percent / cpus for s in samples]
     figures = _state["preflight"]
@@ -254,24 +272,48 @@ class KpiLoadShape(LoadTestShape):
         step = int(run_time // STRESS_STEP_S)
         steps: list = _state["steps"]
         if step > len(steps):  # a step just ended: judge its window
-            rate = target_rps * 0.5 * STRESS_STEP_FACTOR ** len(steps)
-            end = time.time()
-            window = collector.snapshot(int(end - STRESS_STEP_S + 3), int(end))
-            latency_ok = [v for v in evaluate(window, _latency_only(thresholds)) if not v.passed]
-            steps.append({"offered_rps": round(rate, 1),
-                          "measured_rps": round(sum(s.count for s in window.requests.values()) / window.duration_s, 1),
-                          "held": not latency_ok})
-            if latency_ok:
-                log.warning("stress: KPI broke at %.0f req/s offered", rate)
+            _judge_stress_step(environment, thresholds, target_rps * 0.5 * STRESS_STEP_FACTOR ** len(steps))
+            if not steps[-1]["latency_held"]:
+                log.warning("stress: a latency/error KPI broke at %.0f req/s offered", steps[-1]["offered_rps"])
                 return None
-            _state["capacity_rps"] = steps[-1]["measured_rps"]
         rate = target_rps * 0.5 * STRESS_STEP_FACTOR ** step
         users = math.ceil(rate / PER_USER_RPS)
         return users, max(1.0, users / 5)
 
 
+def _judge_stress_step(environment, thresholds: Thresholds, offered_rps: float) -> None:
+    """A step is judged on its last STRESS_STEP_S - STRESS_SETTLE_S seconds
+    with every KPI that a time window can measure (all but the RPS target,
+    which is the rate being varied, and the pre-flight figures).  The
+    capacity is the highest measured rate of a step that held them all."""
+    end_s = int(time.time())
+    start_s = end_s - STRESS_STEP_S + STRESS_SETTLE_S
+    window = snapshot_between(environment, start_s, end_s)
+    broken = [v.key for v in evaluate(window, _windowed(thresholds)) if not v.passed]
+    latency_broken = [v.key for v in evaluate(window, _latency_only(thresholds)) if not v.passed]
+    measured = round(sum(s.count for s in window.requests.values()) / window.duration_s, 1)
+    _state["steps"].append({"offered_rps": round(offered_rps, 1), "measured_rps": measured,
+                            "held": not broken, "latency_held": not latency_broken, "broken": broken,
+                            "window": [start_s, end_s]})
+    log.info("stress: %.0f req/s offered, %.0f measured, %s", offered_rps, measured,
+             "every KPI held" if not broken else "broke " + ", ".join(broken))
+    held = [s for s in _state["steps"] if s["held"]]
+    if held:
+        best = max(held, key=lambda s: s["measured_rps"])
+        _state["capacity_rps"], _state["capacity_window"] = best["measured_rps"], best["window"]
+
+
+def options_profile(environment) -> str:
+    return getattr(environment.parsed_options, "load_profile", "kpi")
+
+
 def _latency_only(thresholds: Thresholds) -> Thresholds:
     entries = [e for e in thresholds.entries if e.metric in ("http_req_duration", "http_req_failed") and not e.tags]
+    return Thresholds(entries)
+
+
+def _windowed(thresholds: Thresholds) -> Thresholds:
+    entries = [e for e in thresholds.entries if e.metric not in ("http_reqs",) + PREFLIGHT_METRICS]
     return Thresholds(entries)
 
 
@@ -280,13 +322,18 @@ def _quitting(environment, **_kwargs) -> None:
     if _is_worker(environment) or not hasattr(environment, "apprun_thresholds"):
         return
     try:
-        verdicts = evaluate(snapshot_now(environment), environment.apprun_thresholds)
+        start_s, end_s = judged_window(environment)
+        verdicts = evaluate(snapshot_between(environment, start_s, end_s), environment.apprun_thresholds)
         _state["verdicts"] = verdicts
+        _state["resources"] = summarize_by_component(_samples_between(start_s, end_s), os.cpu_count() or 1)
         passed = all(v.passed for v in verdicts)
         print("\napprun KPI gate (" + environment.apprun_thresholds.source + ")")
         print(format_table(verdicts))
         if _state.get("capacity_rps") is not None:
-            print(f"capacity (stress): {_state['capacity_rps']} req/s held every latency/error KPI")
+            print(f"capacity (stress): {_state['capacity_rps']} req/s held every KPI; "
+                  "the table above judges that step")
+        elif options_profile(environment) == "stress":
+            print("capacity (stress): no step held every KPI; the table above judges the whole run")
         from kpi import report
 
         path = report.write(environment.apprun_report_dir, environment, verdicts, _state, collector)

@@ -127,7 +127,12 @@ def write(report_dir: Path, environment, verdicts: list[Verdict], state: dict[st
         measured = "no samples" if v.measured is None else f"{v.measured:g}"
         lines.append(f"| {v.key} | `{v.expression}` | {measured} | {'PASS' if v.passed else '**FAIL**'} |")
     if data["capacity_rps"] is not None:
-        lines += ["", f"Capacity (stress profile): **{data['capacity_rps']} req/s** held every latency/error KPI."]
+        lines += ["", f"Capacity (stress profile): **{data['capacity_rps']} req/s** held every KPI; "
+                  "the table above judges that step."]
+    if data["stress_steps"]:
+        lines += ["", "| stress step: offered req/s | measured req/s | every KPI held | broken |", "|---|---|---|---|"]
+        lines += [f"| {st['offered_rps']:g} | {st['measured_rps']:g} | {'yes' if st['held'] else 'no'} | "
+                  f"{', '.join(st['broken']) or '-'} |" for st in data["stress_steps"]]
     if data["aborted"]:
         lines += ["", f"Run aborted early by abort_on_fail: {data['aborted']}"]
     if data["resources"]:

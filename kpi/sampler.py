@@ -13,7 +13,7 @@ no permission) the process's RSS is used.  Remote target:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import psutil
 import requests

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import selectors
-import threading
 from typing import Any, Awaitable, Callable
 
 from temporalio.client import Client

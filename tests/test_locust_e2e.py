@@ -1,0 +1,152 @@
+"""The main job end to end: real `locust --headless` processes against real
+stacks, judged by the KPI gate.  Short and bounded (tens of seconds each)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import SEED_PASSWORD, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCUST_TIMEOUT_S = 240
+CHARTS = {"latency_over_time.png", "latency_distribution.png", "rps_over_time.png", "resources_over_time.png"}
+
+pytestmark = pytest.mark.slow
+
+
+def run_locust(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """locust from the repository root, so locust.conf supplies the defaults.
+    It runs in a session of its own so that, should it hang, the whole group
+    it started (forked --processes workers included) is killed, nothing else."""
+    argv = [sys.executable, "-m", "locust", *args]
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True,
+                            env={**os.environ, "APPRUN_SEED_PASSWORD": SEED_PASSWORD, **(env or {})})
+    try:
+        stdout, stderr = proc.communicate(timeout=LOCUST_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"locust did not stop within {LOCUST_TIMEOUT_S} s:\n{(stdout + stderr)[-4000:]}")
+    return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
+
+
+def kpi_rows(console: str) -> dict[str, tuple[str, str, str]]:
+    """The console KPI table: key -> (threshold, measured, result)."""
+    table = console.split("apprun KPI gate", 1)[1]
+    rows = {}
+    for line in table.splitlines()[3:]:
+        cells = [cell.strip() for cell in line.split(" | ")]
+        if len(cells) != 4 or cells[3] not in ("PASS", "FAIL"):
+            break
+        rows[cells[0]] = (cells[1], cells[2], cells[3])
+    return rows
+
+
+def report_folder(console: str) -> Path:
+    match = re.search(r"verdict: (PASS|FAIL)\s+report: (\S+)", console)
+    assert match, console[-3000:]
+    summary = Path(match.group(2))
+    return (summary if summary.is_absolute() else ROOT / summary).parent
+
+
+def write_thresholds(path: Path, metrics: dict[str, list[str]], warmup_s: int = 3) -> Path:
+    lines = [f"warmup_s: {warmup_s}", "metrics:"]
+    lines += [f"  {json.dumps(metric)}: {json.dumps(expressions)}" for metric, expressions in metrics.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_main_job_on_its_own_embedded_stack_passes_the_shipped_kpis(tmp_path: Path) -> None:
+    """No --host: the suite starts its own stack, holds the RPS KPI, judges
+    every shipped KPI, writes the report and stops only what it started."""
+    env = {"APPRUN_STATE_DIR": str(tmp_path / "state"), "APPRUN_PG_PORT": str(free_port()),
+           "APPRUN_GATEWAY_PORT": str(free_port()), "APPRUN_TEMPORAL_PORT": str(free_port()),
+           "APPRUN_TEMPORAL_UI_PORT": str(free_port())}
+    result = run_locust(["--headless", "--run-time", "30s", "--report-dir", str(tmp_path / "reports")], env)
+    console = result.stdout + result.stderr
+    rows = kpi_rows(console)
+    assert result.returncode == 0, console[-4000:]
+    shipped = {"http_req_duration", "http_reqs", "http_req_failed", "sut_memory_mb", "sut_cpu_percent",
+               "isolation_violations", "rbac_violations", "lost_writes", "workflow_failures",
+               "auth_checks_per_s", "wasm_cold_start_ms", "wasm_hot_us"}
+    assert shipped <= set(rows), rows
+    assert all(result == "PASS" for _, _, result in rows.values())
+    folder = report_folder(console)
+    assert folder.parent == tmp_path / "reports"
+    assert (tmp_path / "reports" / "latest").resolve() == folder.resolve()
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["verdict"] == "PASS" and summary["embedded_stack"] is True
+    assert {kpi["metric"] for kpi in summary["kpis"]} >= shipped
+    assert set(summary["resources"]) == {"postgres", "temporal", "worker", "gateway"}
+    assert CHARTS <= {p.name for p in folder.glob("*.png")}
+    assert all((folder / chart).stat().st_size > 1000 for chart in CHARTS)
+    assert "| sut_cpu_percent |" in (folder / "summary.md").read_text()
+    assert (folder / "locust.html").stat().st_size > 0 and (folder / "locust_stats.csv").exists()
+    # The suite stopped every process it started.
+    state = json.loads((tmp_path / "state" / "stack.json").read_text())
+    assert not [pid for pid in state.get("pids", {}).values() if psutil.pid_exists(pid)], state
+
+
+def test_an_impossible_threshold_fails_the_run_and_is_named(tmp_path: Path, gateway_url: str) -> None:
+    thresholds = write_thresholds(tmp_path / "impossible.yaml", {
+        "http_req_duration": ["p(95) < 0.001"], "http_req_failed": ["rate < 0.5"]})
+    result = run_locust(["--headless", "--host", gateway_url, "--run-time", "8s", "--skip-preflight",
+                         "--thresholds", str(thresholds), "--load-profile", "plain", "--users", "5",
+                         "--spawn-rate", "5", "--report-dir", str(tmp_path / "reports")])
+    console = result.stdout + result.stderr
+    assert result.returncode == 3, console[-4000:]
+    rows = kpi_rows(console)
+    assert rows["http_req_duration"][0] == "p(95) < 0.001" and rows["http_req_duration"][2] == "FAIL"
+    assert rows["http_req_failed"][2] == "PASS"
+    summary = json.loads((report_folder(console) / "summary.json").read_text())
+    assert summary["verdict"] == "FAIL"
+    assert [k["metric"] for k in summary["kpis"] if not k["passed"]] == ["http_req_duration"]
+
+
+def test_distributed_run_judges_the_combined_statistics_on_the_master(tmp_path: Path, gateway_url: str) -> None:
+    thresholds = write_thresholds(tmp_path / "loose.yaml", {
+        "http_req_duration": ["p(95) < 10000"], "http_reqs": ["count > 50"], "http_req_failed": ["rate < 0.05"],
+        "isolation_violations": ["count == 0"], "rbac_violations": ["count == 0"]})
+    port = str(free_port())  # the master binds it, the forked workers connect to it
+    result = run_locust(["--headless", "--host", gateway_url, "--processes", "2", "--master-bind-port", port,
+                         "--master-port", port, "--run-time", "12s", "--skip-preflight", "--thresholds", str(thresholds),
+                         "--load-profile", "plain", "--users", "10", "--spawn-rate", "10",
+                         "--report-dir", str(tmp_path / "reports")])
+    console = result.stdout + result.stderr
+    assert result.returncode == 0, console[-4000:]
+    assert console.count("apprun KPI gate") == 1        # one verdict, on the master
+    rows = kpi_rows(console)
+    assert set(rows) == {"http_req_duration", "http_reqs", "http_req_failed", "isolation_violations",
+                         "rbac_violations"}
+    summary = json.loads((report_folder(console) / "summary.json").read_text())
+    judged = next(k for k in summary["kpis"] if k["metric"] == "http_reqs")["measured"]
+    # Requests from both workers reach the master's collector: the judged
+    # count (after the warm-up) is a large share of Locust's own total.
+    assert 0.5 * summary["totals"]["requests"] <= judged <= summary["totals"]["requests"]
+
+
+@pytest.mark.parametrize("content, message", [
+    ("metrics:\n  http_req_durration: ['p(95) < 200']\n", "http_req_durration"),
+    ("metrics:\n  http_req_duration: ['p(95) << 200']\n", "p(95) << 200"),
+    ("metrics: [", "thresholds"),
+])
+def test_an_invalid_thresholds_file_exits_2_before_any_load(tmp_path: Path, gateway_url: str, content: str,
+                                                             message: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    result = run_locust(["--headless", "--host", gateway_url, "--run-time", "5s", "--thresholds", str(path),
+                         "--report-dir", str(tmp_path / "reports")])
+    console = result.stdout + result.stderr
+    assert result.returncode == 2, console[-3000:]
+    assert "invalid thresholds" in console and message in console
+    assert "Traceback" not in console
+    assert not (tmp_path / "reports").exists() or not any((tmp_path / "reports").iterdir())
