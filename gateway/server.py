@@ -78,7 +78,7 @@ def serve(args: argparse.Namespace) -> int:
 
     psycogreen.gevent.patch_psycopg()
     import gevent
-    from gevent.pywsgi import WSGIServer
+    from gevent.pywsgi import WSGIHandler, WSGIServer
 
     from gateway.app import create_app
 
@@ -87,10 +87,17 @@ def serve(args: argparse.Namespace) -> int:
             client_socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             return super().wrap_socket_and_handle(client_socket, address)
 
+    class UnloggedHandler(WSGIHandler):
+        # pywsgi formats an access-log line (datetime, %-formatting) for every
+        # request even when it is thrown away; without --access-log skip it.
+        def log_request(self) -> None:
+            pass
+
     app = create_app()
     listener = make_listener(args.host, args.port, args.reuse_port)
     server = NoDelayWSGIServer(listener, app, log="default" if args.access_log else None,
-                               error_log=logging.getLogger("gateway.wsgi"))
+                               error_log=logging.getLogger("gateway.wsgi"),
+                               handler_class=WSGIHandler if args.access_log else UnloggedHandler)
 
     def _stop() -> None:
         log.info("stopping (pid %s)", os.getpid())

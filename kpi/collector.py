@@ -34,6 +34,11 @@ class Collector:
             bucket = self.counters.setdefault(second, {})
             bucket[counter] = bucket.get(counter, 0) + amount
 
+    def first_second(self, since: int) -> int | None:
+        """The first second at or after ``since`` that has a request."""
+        with self._lock:
+            return min((second for second in self.buckets if second >= since), default=None)
+
     def drain(self) -> dict[str, Any]:
         """Everything collected since the last drain (for report_to_master)."""
         with self._lock:

@@ -2,7 +2,8 @@
 load shapes, verdict, exit code, web UI tab and report.
 
 Exit codes (``locust --headless``): 0 every KPI held; 3 a KPI was missed;
-2 the thresholds file is invalid; 1 Locust's own errors.
+2 invalid configuration (the thresholds file, or a --host that is not a
+loopback address); 1 Locust's own errors.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from kpi import preflight
 from kpi.collector import Collector
 from kpi.evaluate import Snapshot, Verdict, evaluate, format_table
 from kpi.sampler import summarize_by_component
+from kpi.target import loopback_error
 from kpi.thresholds import Thresholds, ThresholdsError, load
 
 log = logging.getLogger("apprun.kpi")
@@ -29,8 +31,11 @@ log = logging.getLogger("apprun.kpi")
 PER_USER_RPS = 5.0           # each simulated user's request rate (constant_throughput)
 SAMPLE_EVERY_S = 1.0
 EXIT_KPI_MISSED = 3
-EXIT_BAD_THRESHOLDS = 2
+EXIT_BAD_CONFIG = 2
 RAMP_S = 10
+# The kpi profile offers the RPS target plus 2 %: a KPI written "rps > 500"
+# is then judged at its rate, not failed by a request or two of jitter.
+KPI_RATE_HEADROOM = 0.02
 STRESS_STEP_S = 15
 STRESS_STEP_FACTOR = 1.25
 STRESS_SETTLE_S = 3          # the first seconds of a stress step (users still spawning) are not judged
@@ -89,8 +94,12 @@ def _init(environment, **_kwargs) -> None:
         environment.apprun_thresholds = load(options.thresholds)
     except ThresholdsError as exc:
         log.error("invalid thresholds: %s", exc)
-        environment.process_exit_code = EXIT_BAD_THRESHOLDS
-        raise SystemExit(EXIT_BAD_THRESHOLDS)
+        environment.process_exit_code = EXIT_BAD_CONFIG
+        raise SystemExit(EXIT_BAD_CONFIG)
+    if environment.host and loopback_error(environment.host):
+        log.error("refusing the target: %s", loopback_error(environment.host))
+        environment.process_exit_code = EXIT_BAD_CONFIG
+        raise SystemExit(EXIT_BAD_CONFIG)
     report_dir = Path(options.report_dir) / time.strftime("%Y%m%d-%H%M%S")
     report_dir.mkdir(parents=True, exist_ok=True)
     environment.apprun_report_dir = report_dir
@@ -106,29 +115,25 @@ def _start_embedded_stack(environment) -> None:
     from stack.config import StackConfig
 
     config = StackConfig.from_env()
-    before = stack.StackState.load(config.state_file)
-    already = {name for name, proc in before.processes.items() if proc.alive()}
     log.info("no --host: starting the embedded stack in %s", config.state_dir)
-    state = stack.up(config, log=log.info)
+    state, started = stack.up_missing(config, log=log.info)
     environment.host = state.gateway_url
     environment.parsed_options.host = state.gateway_url
     _state["stack_config"] = config
-    _state["stack_started"] = [name for name in state.processes if name not in already]
+    _state["stack_started"] = started
     _state["stack_pids"] = {name: proc.pid for name, proc in state.processes.items()}
 
 
 def _stop_embedded_stack() -> None:
+    """Stops only the services this run started; a stack that was already
+    running is left as it was."""
     config = _state.get("stack_config")
     if config is None or not _state["stack_started"]:
         return
     from stack import stack
-    from stack.processes import stop
 
-    state = stack.StackState.load(config.state_file)
-    for name in stack.STOP_ORDER:
-        if name in _state["stack_started"] and name in state.processes:
-            log.info("stopping %s: %s", name, stop(state.processes.pop(name)))
-    state.save(config.state_file)
+    stack.down(config, log=log.info, only=_state["stack_started"])
+    _state["stack_started"] = []
 
 
 @events.test_stop.add_listener
@@ -140,6 +145,12 @@ def _test_stop(environment, **_kwargs) -> None:
 @events.test_start.add_listener
 def _test_start(environment, **_kwargs) -> None:
     if _is_worker(environment):
+        return
+    refused = loopback_error(environment.host or "")
+    if refused:  # a host typed into the web UI's form is checked here
+        log.error("refusing the target: %s", refused)
+        environment.process_exit_code = EXIT_BAD_CONFIG
+        gevent.spawn(environment.runner.stop)
         return
     _state["started_at"] = time.time()
     _state.update(load_stopped_at=None, steps=[], capacity_rps=None, capacity_window=None, aborted=None)
@@ -196,16 +207,19 @@ def _sample_resources(environment) -> None:
 
 
 def judged_window(environment) -> tuple[int, int]:
-    """[start, end) in epoch seconds: after the warm-up until the load
-    stopped (cleanup and shutdown are never judged).  A stress run is judged
-    on the window of its capacity step when it has one."""
+    """[start, end) in epoch seconds: from the end of the warm-up, counted
+    from the first request of the load (not from test start: the pre-flight
+    and the function deploy come first), until the load stopped (cleanup and
+    shutdown are never judged).  A stress run is judged on the window of its
+    capacity step when it has one."""
     if _state.get("capacity_window") and _state.get("load_stopped_at"):
         start_s, end_s = _state["capacity_window"]
         return start_s, end_s
     thresholds: Thresholds = environment.apprun_thresholds
-    started = _state["started_at"] or time.time()
+    started = int(_state["started_at"] or time.time())
+    load_began = collector.first_second(started) or started
     end_s = int(_state.get("load_stopped_at") or time.time())
-    return int(started + thresholds.warmup_s), end_s
+    return int(load_began + thresholds.warmup_s), end_s
 
 
 def snapshot_now(environment) -> Snapshot:
@@ -264,7 +278,7 @@ class KpiLoadShape(LoadTestShape):
         if options.load_profile == "plain":
             return options.num_users or 1, options.spawn_rate or 1
         if options.load_profile == "kpi":
-            users = math.ceil(target_rps / PER_USER_RPS)
+            users = math.ceil(target_rps * (1 + KPI_RATE_HEADROOM) / PER_USER_RPS)
             return users, max(1.0, users / RAMP_S)
         return self._stress(environment, thresholds, target_rps, run_time)
 

@@ -15,7 +15,7 @@ import sys
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from stack import database, postgres, temporal
 from stack.config import StackConfig
@@ -206,12 +206,24 @@ def _credentials(url: str) -> tuple[str, str]:
     return unquote(parts.username or ""), unquote(parts.password or "")
 
 
-def down(config: StackConfig, log=print) -> StackState:
+def up_missing(config: StackConfig, log=print) -> tuple[StackState, list[str]]:
+    """``up``, and the names of the services this call started (not those
+    that were already running), for callers that must stop only their own."""
+    before = StackState.load(config.state_file)
+    running = {name for name, service in before.processes.items() if service.alive()}
+    state = up(config, log=log)
+    return state, [name for name in state.processes if name not in running]
+
+
+def down(config: StackConfig, log=print, only: Iterable[str] | None = None) -> StackState:
+    """Stop the stack's processes (by PID and start time), gateway first;
+    ``only`` limits it to the named services."""
+    wanted = None if only is None else set(only)
     with _locked(config):
         state = StackState.load(config.state_file)
         for name in STOP_ORDER + tuple(n for n in state.processes if n not in STOP_ORDER):
             service = state.processes.get(name)
-            if service is None:
+            if service is None or (wanted is not None and name not in wanted):
                 continue
             outcome = stop(service)
             log(f"{name} (pid {service.pid}): {outcome}")

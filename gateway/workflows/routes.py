@@ -79,7 +79,7 @@ def execute() -> Response:
     bridge = _bridge()
     # Recorded before starting so the execution is never invisible to its
     # tenant; marked failed if Temporal refuses the start.
-    with tenant_transaction(claims) as cur:
+    with tenant_transaction(claims, single_statement=True) as cur:
         cur.execute("INSERT INTO workflow_executions (workflow_id, workflow_type, input) VALUES (%s, %s, %s)",
                     (workflow_id, name, json.dumps(data)))
 
@@ -91,14 +91,14 @@ def execute() -> Response:
     try:
         run_id = bridge.call(start, settings.workflow_start_timeout_s)
     except Exception as exc:
-        with tenant_transaction(claims) as cur:
+        with tenant_transaction(claims, single_statement=True) as cur:
             cur.execute("UPDATE workflow_executions SET status = 'failed', error = %s, ended_at = now() "
                         "WHERE workflow_id = %s", (f"start failed: {type(exc).__name__}", workflow_id))
         if isinstance(exc, ApiError):
             raise
         raise ApiError(503, "temporal_unavailable", "the workflow could not be started",
                        details=type(exc).__name__) from None
-    with tenant_transaction(claims) as cur:
+    with tenant_transaction(claims, single_statement=True) as cur:
         cur.execute("UPDATE workflow_executions SET run_id = %s WHERE workflow_id = %s", (run_id, workflow_id))
     response = jsonify(workflow_id=workflow_id, run_id=run_id, status="running",
                        status_url=f"/api/v1/workflows/{workflow_id}")
@@ -124,7 +124,7 @@ def recent() -> Response:
     raw_limit = request.args.get("limit", str(DEFAULT_LIST_LIMIT))
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIST_LIMIT:
         raise ApiError(400, "invalid_input", f"'limit' must be an integer from 1 to {MAX_LIST_LIMIT}")
-    with tenant_transaction(current_claims()) as cur:
+    with tenant_transaction(current_claims(), single_statement=True) as cur:
         cur.execute(f"SELECT {EXECUTION_COLUMNS} FROM workflow_executions ORDER BY started_at DESC LIMIT %s",
                     (int(raw_limit),))
         rows = cur.fetchall()
