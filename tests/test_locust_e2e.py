@@ -8,10 +8,12 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
 import pytest
+import requests
 
 from tests.conftest import SEED_PASSWORD, free_port
 
@@ -159,3 +161,50 @@ def test_a_target_off_this_machine_is_refused_before_any_load(tmp_path: Path) ->
     assert result.returncode == 2, console[-3000:]
     assert "refusing the target" in console and "10.1.2.3" in console and "loopback" in console
     assert "Traceback" not in console
+
+
+def test_web_ui_has_a_live_kpi_tab(tmp_path: Path, gateway_url: str) -> None:
+    """The KPIs tab is declared in the UI's template and fed by /stats/requests;
+    /kpi.json serves the same verdicts with the thresholds file."""
+    web_port = free_port()
+    argv = [sys.executable, "-m", "locust", "--host", gateway_url, "--web-host", "127.0.0.1", "--web-port",
+            str(web_port), "--autostart", "--autoquit", "2", "--run-time", "12s", "--skip-preflight",
+            "--load-profile", "plain", "--users", "4", "--spawn-rate", "4", "--report-dir", str(tmp_path / "reports")]
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, env={**os.environ, "APPRUN_SEED_PASSWORD": SEED_PASSWORD})
+    base = f"http://127.0.0.1:{web_port}"
+    try:
+        rows: list = []
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and not rows:
+            time.sleep(1)
+            try:
+                stats = requests.get(f"{base}/stats/requests", timeout=5).json()
+            except requests.RequestException:
+                continue
+            rows = next((t["data"] for t in stats.get("extended_stats", []) if t["key"] == "apprun-kpis"), [])
+        assert {row["kpi"] for row in rows} >= {"http_req_duration", "sut_cpu_percent", "isolation_violations"}
+        assert all(row["result"] in ("PASS", "FAIL") for row in rows)
+        assert '"extended_tabs": [{"key": "apprun-kpis", "title": "KPIs"}]' in requests.get(base, timeout=5).text
+        live = requests.get(f"{base}/kpi.json", timeout=5).json()
+        assert "metrics:" in live["thresholds"] and len(live["verdicts"]) == len(rows)
+        assert proc.wait(timeout=60) in (0, 3)      # --autoquit ends it after the run
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_abort_on_fail_stops_the_run_early(tmp_path: Path, gateway_url: str) -> None:
+    thresholds = tmp_path / "abort.yaml"
+    thresholds.write_text("warmup_s: 2\nabort_on_fail: {enabled: true, delay_s: 2}\n"
+                          "metrics:\n  http_req_duration: ['max < 0.001']\n")
+    started = time.monotonic()
+    result = run_locust(["--headless", "--host", gateway_url, "--run-time", "60s", "--skip-preflight",
+                         "--thresholds", str(thresholds), "--load-profile", "plain", "--users", "3",
+                         "--spawn-rate", "3", "--report-dir", str(tmp_path / "reports")])
+    console = result.stdout + result.stderr
+    assert result.returncode == 3, console[-3000:]
+    assert time.monotonic() - started < 45, "the run was not aborted"
+    assert "abort_on_fail: http_req_duration" in console
+    summary = json.loads((report_folder(console) / "summary.json").read_text())
+    assert summary["aborted"] == "http_req_duration max < 0.001"
