@@ -2,8 +2,8 @@
 load shapes, verdict, exit code, web UI tab and report.
 
 Exit codes (``locust --headless``): 0 every KPI held; 3 a KPI was missed;
-2 invalid configuration (the thresholds file, or a --host that is not a
-loopback address); 1 Locust's own errors.
+2 invalid configuration (the thresholds file, a --host that is not a
+loopback address, an embedded stack that cannot start); 1 Locust's own errors.
 """
 from __future__ import annotations
 
@@ -116,7 +116,12 @@ def _start_embedded_stack(environment) -> None:
 
     config = StackConfig.from_env()
     log.info("no --host: starting the embedded stack in %s", config.state_dir)
-    state, started = stack.up_missing(config, log=log.info)
+    try:
+        state, started = stack.up_missing(config, log=log.info)
+    except (RuntimeError, TimeoutError, OSError) as exc:  # the same errors `apprun-stack up` reports
+        log.error("the embedded stack did not start: %s", exc)
+        environment.process_exit_code = EXIT_BAD_CONFIG
+        raise SystemExit(EXIT_BAD_CONFIG) from None
     environment.host = state.gateway_url
     environment.parsed_options.host = state.gateway_url
     _state["stack_config"] = config

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -208,3 +209,17 @@ def test_abort_on_fail_stops_the_run_early(tmp_path: Path, gateway_url: str) -> 
     assert "abort_on_fail: http_req_duration" in console
     summary = json.loads((report_folder(console) / "summary.json").read_text())
     assert summary["aborted"] == "http_req_duration max < 0.001"
+
+
+def test_an_embedded_stack_that_cannot_start_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        env = {"APPRUN_STATE_DIR": str(tmp_path / "state"), "APPRUN_PG_PORT": str(free_port()),
+               "APPRUN_GATEWAY_PORT": str(busy.getsockname()[1]), "APPRUN_TEMPORAL_PORT": str(free_port()),
+               "APPRUN_TEMPORAL_UI_PORT": str(free_port())}
+        result = run_locust(["--headless", "--run-time", "5s", "--report-dir", str(tmp_path / "reports")], env)
+    console = result.stdout + result.stderr
+    assert result.returncode == 2, console[-3000:]
+    assert "the embedded stack did not start" in console and "APPRUN_GATEWAY_PORT" in console
+    assert "Traceback" not in console
