@@ -342,6 +342,7 @@ def _quitting(environment, **_kwargs) -> None:
         return
     try:
         start_s, end_s = judged_window(environment)
+        _state["judged_window"] = (start_s, end_s)
         verdicts = evaluate(snapshot_between(environment, start_s, end_s), environment.apprun_thresholds)
         _state["verdicts"] = verdicts
         _state["resources"] = summarize_by_component(_samples_between(start_s, end_s), os.cpu_count() or 1)
@@ -393,6 +394,9 @@ def _install_web_tab(environment) -> None:
         rows = [{"kpi": v.key, "threshold": v.expression,
                  "measured": "no samples" if v.measured is None else f"{v.measured:g}",
                  "result": "PASS" if v.passed else "FAIL"} for v in live_verdicts()]
+        thresholds: Thresholds = environment.apprun_thresholds
+        rows.append({"kpi": "(thresholds file)", "threshold": thresholds.source,
+                     "measured": f"warm-up {thresholds.warmup_s:g} s not judged; full text at /kpi", "result": ""})
         response.set_data(json.dumps({**response.get_json(), "extended_stats": [{"key": KPI_TAB_KEY, "data": rows}]}))
         return response
 

@@ -19,7 +19,13 @@ from kpi.collector import Collector  # noqa: E402
 from kpi.evaluate import Verdict, histogram_percentile  # noqa: E402
 
 
-def _charts(report_dir: Path, collector: Collector, sampler: Any) -> list[str]:
+def _mark_window(ax: Any, window: tuple[int, int] | None, t0: float) -> None:
+    """Shade the seconds the KPIs judged (after the warm-up, until the load stopped)."""
+    if window:
+        ax.axvspan(window[0] - t0, window[1] - t0, color="tab:green", alpha=0.08, label="judged")
+
+
+def _charts(report_dir: Path, collector: Collector, sampler: Any, window: tuple[int, int] | None) -> list[str]:
     rows = collector.per_second()
     made = []
     if rows:
@@ -28,6 +34,7 @@ def _charts(report_dir: Path, collector: Collector, sampler: Any) -> list[str]:
         fig, ax = plt.subplots(figsize=(9, 4))
         for pct in (50, 95, 99):
             ax.plot(seconds, [histogram_percentile(r[3], pct) or 0 for r in rows], label=f"p{pct}")
+        _mark_window(ax, window, t0)
         ax.set(xlabel="s", ylabel="ms", title="Response time percentiles over time")
         ax.legend()
         fig.savefig(report_dir / "latency_over_time.png", dpi=100, bbox_inches="tight")
@@ -45,6 +52,7 @@ def _charts(report_dir: Path, collector: Collector, sampler: Any) -> list[str]:
         fig, ax = plt.subplots(figsize=(9, 4))
         ax.plot(seconds, [r[1] for r in rows], label="requests/s")
         ax.plot(seconds, [r[2] for r in rows], label="failures/s", color="red")
+        _mark_window(ax, window, t0)
         ax.set(xlabel="s", ylabel="per second", title="Throughput and failures over time")
         ax.legend()
         fig.savefig(report_dir / "rps_over_time.png", dpi=100, bbox_inches="tight")
@@ -53,13 +61,20 @@ def _charts(report_dir: Path, collector: Collector, sampler: Any) -> list[str]:
     if sampler is not None and sampler.samples:
         samples = sampler.samples
         t0 = samples[0].t
+        cpus = os.cpu_count() or 1
         fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
         for name in samples[-1].memory_mb:
             xs = [s.t - t0 for s in samples if name in s.memory_mb]
             top.plot(xs, [s.memory_mb[name] for s in samples if name in s.memory_mb], label=name)
-            bottom.plot(xs, [s.cpu_percent[name] for s in samples if name in s.cpu_percent], label=name)
-        top.set(ylabel="RSS MB", title="Memory and CPU per component")
-        bottom.set(xlabel="s", ylabel="CPU % (one core = 100)")
+            bottom.plot(xs, [s.cpu_percent[name] / cpus for s in samples if name in s.cpu_percent], label=name)
+        xs = [s.t - t0 for s in samples]
+        top.plot(xs, [s.total_memory_mb for s in samples], label="total", color="black", linestyle="--")
+        bottom.plot(xs, [s.total_cpu_percent / cpus for s in samples], label="total", color="black", linestyle="--")
+        # The KPIs' units: memory as sut_memory_mb measures it, CPU as % of the machine.
+        _mark_window(top, window, t0)
+        _mark_window(bottom, window, t0)
+        top.set(ylabel="memory MB", title="Memory and CPU per component")
+        bottom.set(xlabel="s", ylabel=f"CPU, % of the machine ({cpus} cores = 100)")
         top.legend()
         fig.savefig(report_dir / "resources_over_time.png", dpi=100, bbox_inches="tight")
         plt.close(fig)
@@ -67,18 +82,20 @@ def _charts(report_dir: Path, collector: Collector, sampler: Any) -> list[str]:
     return made
 
 
-def _write_csv(path: Path, environment) -> None:
+def _write_locust_csv(report_dir: Path, environment) -> list[str]:
+    """Locust's own CSV files (the format of ``--csv``): per-route statistics,
+    failures and exceptions."""
     import csv
 
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["Type", "Name", "Requests", "Failures", "Median ms", "P95 ms", "P99 ms", "Average ms",
-                         "Requests/s"])
-        entries = list(environment.stats.entries.values()) + [environment.stats.total]
-        for e in entries:
-            writer.writerow([e.method or "", e.name, e.num_requests, e.num_failures, e.median_response_time,
-                             e.get_response_time_percentile(0.95), e.get_response_time_percentile(0.99),
-                             round(e.avg_response_time, 1), round(e.total_rps, 1)])
+    from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
+
+    writer = StatsCSV(environment, PERCENTILES_TO_REPORT)
+    files = {"locust_stats.csv": writer.requests_csv, "locust_failures.csv": writer.failures_csv,
+             "locust_exceptions.csv": writer.exceptions_csv}
+    for name, write_rows in files.items():
+        with open(report_dir / name, "w", newline="") as handle:
+            write_rows(csv.writer(handle))
+    return list(files)
 
 
 def write(report_dir: Path, environment, verdicts: list[Verdict], state: dict[str, Any],
@@ -88,7 +105,7 @@ def write(report_dir: Path, environment, verdicts: list[Verdict], state: dict[st
     passed = all(v.passed for v in verdicts)
     stats = environment.stats.total
     errors = sorted(environment.stats.errors.values(), key=lambda e: -e.occurrences)[:10]
-    charts = _charts(report_dir, collector, state.get("sampler"))
+    charts = _charts(report_dir, collector, state.get("sampler"), state.get("judged_window"))
     data = {
         "verdict": "PASS" if passed else "FAIL",
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -105,13 +122,14 @@ def write(report_dir: Path, environment, verdicts: list[Verdict], state: dict[st
         "aborted": state.get("aborted"),
         "preflight": {k: v for k, v in state.get("preflight", {}).items() if not isinstance(v, list)},
         "resources": state.get("resources", {}),
+        "judged_window": state.get("judged_window"),
         "totals": {"requests": stats.num_requests, "failures": stats.num_failures,
                    "median_ms": stats.median_response_time, "p95_ms": stats.get_response_time_percentile(0.95)},
         "errors": [{"method": e.method, "name": e.name, "error": str(e.error), "occurrences": e.occurrences}
                    for e in errors],
         "charts": charts,
     }
-    _write_csv(report_dir / "locust_stats.csv", environment)
+    data["csv_files"] = _write_locust_csv(report_dir, environment)
     (report_dir / "summary.json").write_text(json.dumps(data, indent=2, default=str))
     lines = [
         "# apprun POC summary report", "",
@@ -144,7 +162,8 @@ def write(report_dir: Path, environment, verdicts: list[Verdict], state: dict[st
               f"- pre-flight: {json.dumps(data['preflight'])}", "", "## Notable errors", ""]
     lines += [f"- {e['occurrences']} x {e['method']} {e['name']}: {e['error']}" for e in data["errors"]] or ["- none"]
     lines += ["", "## Charts", ""] + [f"![{c}]({c})" for c in charts]
-    lines += ["", "Locust's own report: [locust.html](locust.html); per-route statistics: [locust_stats.csv](locust_stats.csv)", ""]
+    lines += ["", "Locust's own report: [locust.html](locust.html); its CSV files: "
+              + ", ".join(f"[{name}]({name})" for name in data["csv_files"]), ""]
     path = report_dir / "summary.md"
     path.write_text("\n".join(lines))
     latest = report_dir.parent / "latest"

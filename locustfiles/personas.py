@@ -7,6 +7,7 @@ lost_writes, workflow_failures.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -32,6 +33,17 @@ WORKFLOW_DEADLINE_S = 60.0
 # asks.  One workflow costs ~100 ms of CPU across the Temporal dev server and
 # the worker (measured: 6.4 workflows/s kept them at 65 % of a core).
 WORKFLOW_INTERVAL_S = 30.0
+# Each admin redeploys its own function at most once a minute (~1 deploy/s
+# across the kpi profile's ~63 admins): deploys are rare next to invocations.
+DEPLOY_INTERVAL_S = 60.0
+DEPLOY_FUNCTION_NAME = "loadtest-deploy"
+
+
+@functools.lru_cache(maxsize=1)
+def _price_module() -> bytes:
+    from wasm.build import example_wasm
+
+    return example_wasm("price_tax")
 
 
 def _expect_forbidden(response, what: str, counter: str) -> None:
@@ -65,6 +77,17 @@ class TenantUser(FastHttpUser):
                 raise RuntimeError(f"{self.email} cannot log in")
             token = response.json()["access_token"]
         self.headers = {"Authorization": f"Bearer {token}"}
+        self.next_due: dict[str, float] = {}
+
+    def _due(self, what: str, interval_s: float) -> bool:
+        """True at most once per interval; the first time falls at a random
+        point of the first interval so users do not act in step."""
+        now = time.monotonic()
+        due_at = self.next_due.setdefault(what, now + random.uniform(0, interval_s))
+        if now < due_at:
+            return False
+        self.next_due[what] = now + interval_s
+        return True
 
     # -- reads -----------------------------------------------------------
     def _check_rows(self, response, label: str) -> list:
@@ -140,6 +163,17 @@ class AdminUser(TenantUser):
                 record_violation("lost_writes")
 
     @task(1)
+    def deploy_function(self) -> None:
+        """The rare deploy: an admin replaces its tenant's second function."""
+        if not self._due("deploy", DEPLOY_INTERVAL_S):
+            return self.invoke_function()
+        with self.client.put(f"/functions/{DEPLOY_FUNCTION_NAME}", data=_price_module(),
+                             headers={**self.headers, "Content-Type": "application/wasm"},
+                             name="/functions/[name] [deploy]", catch_response=True) as r:
+            if r.status_code not in (200, 201):
+                r.failure(f"deploy: HTTP {r.status_code}")
+
+    @task(1)
     def update_product(self) -> None:
         with self.client.patch("/data/products?name=like.lt-*&price=lt.5", json={"price": 5},
                                headers=self.headers, name="/data/products [update]", catch_response=True) as r:
@@ -162,15 +196,12 @@ class Alice(AdminUser):
     def on_start(self) -> None:
         super().on_start()
         self.pending: list[tuple[str, float]] = []
-        # Spread the first starts over the interval instead of all at once.
-        self.next_workflow_at = time.monotonic() + random.uniform(0, WORKFLOW_INTERVAL_S)
 
     @task(1)
     def run_workflow(self) -> None:
-        if time.monotonic() < self.next_workflow_at or len(self.pending) >= 3:
+        if len(self.pending) >= 3 or not self._due("workflow", WORKFLOW_INTERVAL_S):
             # Not due: still send one request so the arrival rate holds.
             return self.poll_workflow()
-        self.next_workflow_at = time.monotonic() + WORKFLOW_INTERVAL_S
         body = {"workflow": "user_registration", "input": {"email": f"lt-{uuid.uuid4().hex[:10]}@test.com"}}
         with self.client.post("/api/v1/workflows/execute", json=body, headers=self.headers,
                               name="/api/v1/workflows/execute", catch_response=True) as r:
@@ -249,10 +280,8 @@ def _deploy_load_function(environment, **_kwargs) -> None:
     """The function the personas invoke, deployed once per tenant before load."""
     import requests
 
-    from wasm.build import example_wasm
-
     for _email, headers in _admin_sessions(environment):
-        requests.put(f"{environment.host}/functions/{FUNCTION_NAME}", data=example_wasm("price_tax"), timeout=30,
+        requests.put(f"{environment.host}/functions/{FUNCTION_NAME}", data=_price_module(), timeout=30,
                      headers={**headers, "Content-Type": "application/wasm"}).raise_for_status()
 
 

@@ -93,7 +93,9 @@ def test_main_job_on_its_own_embedded_stack_passes_the_shipped_kpis(tmp_path: Pa
     assert CHARTS <= {p.name for p in folder.glob("*.png")}
     assert all((folder / chart).stat().st_size > 1000 for chart in CHARTS)
     assert "| sut_cpu_percent |" in (folder / "summary.md").read_text()
-    assert (folder / "locust.html").stat().st_size > 0 and (folder / "locust_stats.csv").exists()
+    assert (folder / "locust.html").stat().st_size > 0
+    assert "/data/products [list]" in (folder / "locust_stats.csv").read_text()
+    assert (folder / "locust_failures.csv").exists() and (folder / "locust_exceptions.csv").exists()
     # The suite stopped every process it started.
     state = json.loads((tmp_path / "state" / "stack.json").read_text())
     assert not [pid for pid in state.get("pids", {}).values() if psutil.pid_exists(pid)], state
@@ -185,10 +187,12 @@ def test_web_ui_has_a_live_kpi_tab(tmp_path: Path, gateway_url: str) -> None:
                 continue
             rows = next((t["data"] for t in stats.get("extended_stats", []) if t["key"] == "apprun-kpis"), [])
         assert {row["kpi"] for row in rows} >= {"http_req_duration", "sut_cpu_percent", "isolation_violations"}
-        assert all(row["result"] in ("PASS", "FAIL") for row in rows)
+        verdict_rows = [row for row in rows if row["kpi"] != "(thresholds file)"]
+        assert all(row["result"] in ("PASS", "FAIL") for row in verdict_rows)
+        assert any(row["kpi"] == "(thresholds file)" and row["threshold"].endswith("thresholds.yaml") for row in rows)
         assert '"extended_tabs": [{"key": "apprun-kpis", "title": "KPIs"}]' in requests.get(base, timeout=5).text
         live = requests.get(f"{base}/kpi.json", timeout=5).json()
-        assert "metrics:" in live["thresholds"] and len(live["verdicts"]) == len(rows)
+        assert "metrics:" in live["thresholds"] and len(live["verdicts"]) == len(verdict_rows)
         assert proc.wait(timeout=60) in (0, 3)      # --autoquit ends it after the run
     finally:
         if proc.poll() is None:
