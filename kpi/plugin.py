@@ -19,7 +19,7 @@ import gevent
 from locust import LoadTestShape, events
 from locust.runners import WorkerRunner
 
-from kpi import preflight
+from kpi import preflight, windows
 from kpi.collector import Collector
 from kpi.evaluate import Snapshot, Verdict, evaluate, format_table
 from kpi.sampler import summarize_by_component
@@ -39,7 +39,6 @@ KPI_RATE_HEADROOM = 0.02
 STRESS_STEP_S = 15
 STRESS_STEP_FACTOR = 1.25
 STRESS_SETTLE_S = 3          # the first seconds of a stress step (users still spawning) are not judged
-PREFLIGHT_METRICS = ("auth_checks_per_s", "wasm_cold_start_ms", "wasm_hot_us")
 
 collector = Collector()
 _state: dict[str, Any] = {"verdicts": [], "capacity_rps": None, "stack_started": [], "sampler": None,
@@ -211,47 +210,21 @@ def _sample_resources(environment) -> None:
         sampler.sample()
 
 
+def _figures() -> windows.RunFigures:
+    sampler = _state.get("sampler")
+    return windows.RunFigures(collector, sampler.samples if sampler is not None else (), _state["preflight"],
+                              os.cpu_count() or 1)
+
+
 def judged_window(environment) -> tuple[int, int]:
-    """[start, end) in epoch seconds: from the end of the warm-up, counted
-    from the first request of the load (not from test start: the pre-flight
-    and the function deploy come first), until the load stopped (cleanup and
-    shutdown are never judged).  A stress run is judged on the window of its
-    capacity step when it has one."""
-    if _state.get("capacity_window") and _state.get("load_stopped_at"):
-        start_s, end_s = _state["capacity_window"]
-        return start_s, end_s
-    thresholds: Thresholds = environment.apprun_thresholds
-    started = int(_state["started_at"] or time.time())
-    load_began = collector.first_second(started) or started
-    end_s = int(_state.get("load_stopped_at") or time.time())
-    return int(load_began + thresholds.warmup_s), end_s
+    started = _state["started_at"] or time.time()
+    return windows.judged_window(started, collector.first_second(int(started)), _state.get("load_stopped_at"),
+                                 environment.apprun_thresholds.warmup_s, time.time(),
+                                 _state.get("capacity_window"))
 
 
 def snapshot_now(environment) -> Snapshot:
-    return snapshot_between(environment, *judged_window(environment))
-
-
-def _samples_between(start_s: int, end_s: int) -> list:
-    sampler = _state.get("sampler")
-    return [s for s in sampler.samples if start_s <= s.t <= end_s + 1] if sampler is not None else []
-
-
-def snapshot_between(environment, start_s: int, end_s: int) -> Snapshot:
-    snapshot = collector.snapshot(start_s, end_s)
-    cpus = os.cpu_count() or 1
-    if _state.get("sampler") is not None:
-        samples = _samples_between(start_s, end_s)
-        snapshot.samples["sut_memory_mb"] = [s.total_memory_mb for s in samples]
-        snapshot.samples["sut_cpu_percent"] = [s.total_cpu_percent / cpus for s in samples]
-    figures = _state["preflight"]
-    for key in ("wasm_cold_start_ms", "wasm_hot_us"):
-        if figures.get(key):
-            snapshot.samples[key] = list(figures[key])
-    if "auth_checks_per_s" in figures:
-        snapshot.values["auth_checks_per_s"] = figures["auth_checks_per_s"]
-    for counter in ("isolation_violations", "rbac_violations", "lost_writes", "workflow_failures"):
-        snapshot.counters.setdefault(counter, 0)
-    return snapshot
+    return windows.snapshot_between(_figures(), *judged_window(environment))
 
 
 def _abort_watch(environment, thresholds: Thresholds) -> None:
@@ -291,7 +264,7 @@ class KpiLoadShape(LoadTestShape):
         step = int(run_time // STRESS_STEP_S)
         steps: list = _state["steps"]
         if step > len(steps):  # a step just ended: judge its window
-            _judge_stress_step(environment, thresholds, target_rps * 0.5 * STRESS_STEP_FACTOR ** len(steps))
+            _judge_stress_step(thresholds, target_rps * 0.5 * STRESS_STEP_FACTOR ** len(steps))
             if not steps[-1]["latency_held"]:
                 log.warning("stress: a latency/error KPI broke at %.0f req/s offered", steps[-1]["offered_rps"])
                 return None
@@ -300,40 +273,22 @@ class KpiLoadShape(LoadTestShape):
         return users, max(1.0, users / 5)
 
 
-def _judge_stress_step(environment, thresholds: Thresholds, offered_rps: float) -> None:
+def _judge_stress_step(thresholds: Thresholds, offered_rps: float) -> None:
     """A step is judged on its last STRESS_STEP_S - STRESS_SETTLE_S seconds
-    with every KPI that a time window can measure (all but the RPS target,
-    which is the rate being varied, and the pre-flight figures).  The
-    capacity is the highest measured rate of a step that held them all."""
+    (kpi/windows.py says with which KPIs)."""
     end_s = int(time.time())
-    start_s = end_s - STRESS_STEP_S + STRESS_SETTLE_S
-    window = snapshot_between(environment, start_s, end_s)
-    broken = [v.key for v in evaluate(window, _windowed(thresholds)) if not v.passed]
-    latency_broken = [v.key for v in evaluate(window, _latency_only(thresholds)) if not v.passed]
-    measured = round(sum(s.count for s in window.requests.values()) / window.duration_s, 1)
-    _state["steps"].append({"offered_rps": round(offered_rps, 1), "measured_rps": measured,
-                            "held": not broken, "latency_held": not latency_broken, "broken": broken,
-                            "window": [start_s, end_s]})
-    log.info("stress: %.0f req/s offered, %.0f measured, %s", offered_rps, measured,
-             "every KPI held" if not broken else "broke " + ", ".join(broken))
-    held = [s for s in _state["steps"] if s["held"]]
-    if held:
-        best = max(held, key=lambda s: s["measured_rps"])
-        _state["capacity_rps"], _state["capacity_window"] = best["measured_rps"], best["window"]
+    step = windows.judge_stress_step(_figures(), thresholds, offered_rps, end_s - STRESS_STEP_S + STRESS_SETTLE_S,
+                                     end_s)
+    _state["steps"].append(step)
+    log.info("stress: %.0f req/s offered, %.0f measured, %s", offered_rps, step["measured_rps"],
+             "every KPI held" if step["held"] else "broke " + ", ".join(step["broken"]))
+    best_rps, best_window = windows.capacity(_state["steps"])
+    if best_rps is not None:
+        _state["capacity_rps"], _state["capacity_window"] = best_rps, best_window
 
 
 def options_profile(environment) -> str:
     return getattr(environment.parsed_options, "load_profile", "kpi")
-
-
-def _latency_only(thresholds: Thresholds) -> Thresholds:
-    entries = [e for e in thresholds.entries if e.metric in ("http_req_duration", "http_req_failed") and not e.tags]
-    return Thresholds(entries)
-
-
-def _windowed(thresholds: Thresholds) -> Thresholds:
-    entries = [e for e in thresholds.entries if e.metric not in ("http_reqs",) + PREFLIGHT_METRICS]
-    return Thresholds(entries)
 
 
 @events.quitting.add_listener
@@ -343,9 +298,11 @@ def _quitting(environment, **_kwargs) -> None:
     try:
         start_s, end_s = judged_window(environment)
         _state["judged_window"] = (start_s, end_s)
-        verdicts = evaluate(snapshot_between(environment, start_s, end_s), environment.apprun_thresholds)
+        figures = _figures()
+        verdicts = evaluate(windows.snapshot_between(figures, start_s, end_s), environment.apprun_thresholds)
         _state["verdicts"] = verdicts
-        _state["resources"] = summarize_by_component(_samples_between(start_s, end_s), os.cpu_count() or 1)
+        _state["resources"] = summarize_by_component(windows.samples_between(figures.samples, start_s, end_s),
+                                                     figures.cpus)
         passed = all(v.passed for v in verdicts)
         print("\napprun KPI gate (" + environment.apprun_thresholds.source + ")")
         print(format_table(verdicts))

@@ -227,3 +227,24 @@ def test_an_embedded_stack_that_cannot_start_is_a_clear_error(tmp_path: Path) ->
     assert result.returncode == 2, console[-3000:]
     assert "the embedded stack did not start" in console and "APPRUN_GATEWAY_PORT" in console
     assert "Traceback" not in console
+
+
+def test_stress_profile_reports_the_capacity_and_judges_that_step(tmp_path: Path, gateway_url: str) -> None:
+    """Steps of 15 s from half the RPS target up by 25 %: with a target of
+    40 req/s the two steps offer 20 and 25 req/s; both hold, so the capacity
+    is the second one's rate, which is below the target: exit 3."""
+    thresholds = write_thresholds(tmp_path / "stress.yaml", {
+        "http_req_duration": ["p(95) < 2000"], "http_reqs": ["rps > 40"], "http_req_failed": ["rate < 0.05"]})
+    result = run_locust(["--headless", "--host", gateway_url, "--load-profile", "stress", "--run-time", "32s",
+                         "--skip-preflight", "--thresholds", str(thresholds),
+                         "--report-dir", str(tmp_path / "reports")])
+    console = result.stdout + result.stderr
+    assert result.returncode == 3, console[-3000:]
+    summary = json.loads((report_folder(console) / "summary.json").read_text())
+    steps = summary["stress_steps"]
+    assert [step["offered_rps"] for step in steps] == [20.0, 25.0] and all(step["held"] for step in steps)
+    assert summary["capacity_rps"] == steps[1]["measured_rps"] and 20 <= summary["capacity_rps"] <= 30
+    assert f"capacity (stress): {summary['capacity_rps']} req/s" in console
+    rows = kpi_rows(console)
+    assert rows["http_reqs"] == ("rps > 40", f"{summary['capacity_rps']:g}", "FAIL")
+    assert "| stress step" in (report_folder(console) / "summary.md").read_text()

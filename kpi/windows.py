@@ -1,0 +1,87 @@
+"""Which seconds are judged, and how a stress step is judged: pure functions
+over the collector, the resource samples and the pre-flight figures, so they
+are tested without Locust (importing Locust monkey-patches the process)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from kpi.collector import Collector
+from kpi.evaluate import Snapshot, evaluate
+from kpi.sampler import ResourceSample
+from kpi.thresholds import Thresholds
+
+PREFLIGHT_METRICS = ("auth_checks_per_s", "wasm_cold_start_ms", "wasm_hot_us")
+COUNTERS = ("isolation_violations", "rbac_violations", "lost_writes", "workflow_failures")
+
+
+@dataclass
+class RunFigures:
+    """What a run has gathered so far (the plugin keeps one)."""
+    collector: Collector
+    samples: Sequence[ResourceSample] = ()
+    preflight: dict[str, Any] = field(default_factory=dict)
+    cpus: int = 1
+
+
+def judged_window(started_at: float, first_request_s: int | None, load_stopped_at: float | None,
+                  warmup_s: float, now: float, capacity_window: Sequence[int] | None = None) -> tuple[int, int]:
+    """[start, end) in epoch seconds: from the end of the warm-up, counted
+    from the first request of the load (not from test start: the pre-flight
+    and the function deploy come first), until the load stopped (cleanup and
+    shutdown are never judged).  Once a stress run has stopped, its capacity
+    step's window is judged instead."""
+    if capacity_window and load_stopped_at:
+        return int(capacity_window[0]), int(capacity_window[1])
+    began = first_request_s if first_request_s is not None else int(started_at)
+    return int(began + warmup_s), int(load_stopped_at or now)
+
+
+def samples_between(samples: Sequence[ResourceSample], start_s: int, end_s: int) -> list[ResourceSample]:
+    return [s for s in samples if start_s <= s.t <= end_s + 1]
+
+
+def snapshot_between(figures: RunFigures, start_s: int, end_s: int) -> Snapshot:
+    snapshot = figures.collector.snapshot(start_s, end_s)
+    samples = samples_between(figures.samples, start_s, end_s)   # none: "no samples", a failed check
+    snapshot.samples["sut_memory_mb"] = [s.total_memory_mb for s in samples]
+    snapshot.samples["sut_cpu_percent"] = [s.total_cpu_percent / figures.cpus for s in samples]
+    for key in ("wasm_cold_start_ms", "wasm_hot_us"):
+        if figures.preflight.get(key):
+            snapshot.samples[key] = list(figures.preflight[key])
+    if "auth_checks_per_s" in figures.preflight:
+        snapshot.values["auth_checks_per_s"] = figures.preflight["auth_checks_per_s"]
+    for counter in COUNTERS:
+        snapshot.counters.setdefault(counter, 0)
+    return snapshot
+
+
+def latency_only(thresholds: Thresholds) -> Thresholds:
+    """The KPIs whose breach ends a stress run: overall latency and failures."""
+    return Thresholds([e for e in thresholds.entries
+                       if e.metric in ("http_req_duration", "http_req_failed") and not e.tags])
+
+
+def windowed(thresholds: Thresholds) -> Thresholds:
+    """The KPIs a stress step must hold: all but the rate being varied and
+    the pre-flight figures (measured once, not per step)."""
+    return Thresholds([e for e in thresholds.entries if e.metric not in ("http_reqs",) + PREFLIGHT_METRICS])
+
+
+def judge_stress_step(figures: RunFigures, thresholds: Thresholds, offered_rps: float, start_s: int,
+                      end_s: int) -> dict[str, Any]:
+    window = snapshot_between(figures, start_s, end_s)
+    broken = [v.key for v in evaluate(window, windowed(thresholds)) if not v.passed]
+    latency_broken = [v.key for v in evaluate(window, latency_only(thresholds)) if not v.passed]
+    measured = round(sum(s.count for s in window.requests.values()) / window.duration_s, 1)
+    return {"offered_rps": round(offered_rps, 1), "measured_rps": measured, "held": not broken,
+            "latency_held": not latency_broken, "broken": broken, "window": [start_s, end_s]}
+
+
+def capacity(steps: Sequence[dict[str, Any]]) -> tuple[float | None, list[int] | None]:
+    """The highest measured rate of a step that held every KPI, and its window."""
+    held = [s for s in steps if s["held"]]
+    if not held:
+        return None, None
+    best = max(held, key=lambda s: s["measured_rps"])
+    return best["measured_rps"], best["window"]

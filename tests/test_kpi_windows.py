@@ -1,0 +1,74 @@
+"""Which seconds the gate judges, and how stress steps are judged
+(kpi/windows.py), over hand-made collectors and resource samples."""
+from __future__ import annotations
+
+from kpi.collector import Collector
+from kpi.evaluate import evaluate
+from kpi.sampler import ResourceSample
+from kpi.thresholds import parse
+from kpi.windows import RunFigures, capacity, judge_stress_step, judged_window, snapshot_between
+
+THRESHOLDS = parse({"warmup_s": 5, "metrics": {
+    "http_req_duration": ["p(95) < 100"], "http_reqs": ["rps > 500"], "sut_cpu_percent": ["avg < 50"],
+    "wasm_hot_us": ["med < 1000"]}})
+
+
+def loaded(seconds: range, latency_ms: float, per_second: int = 10, collector: Collector | None = None) -> Collector:
+    collector = collector or Collector()
+    for second in seconds:
+        for _ in range(per_second):
+            collector.request(second, "GET", "/x", latency_ms, failed=False)
+    return collector
+
+
+def cpu(seconds: range, percent_of_a_core: float) -> list[ResourceSample]:
+    return [ResourceSample(t, {"gateway": 50.0}, {"gateway": percent_of_a_core}) for t in seconds]
+
+
+def test_warm_up_counts_from_the_first_request_and_ends_when_the_load_stops() -> None:
+    collector = loaded(range(1003, 1020), 5)          # test start 1000.2; pre-flight until 1003
+    window = judged_window(1000.2, collector.first_second(1000), 1020.7, 5, now=2000)
+    assert window == (1008, 1020)
+    snapshot = snapshot_between(RunFigures(collector), *window)
+    assert sum(series.count for series in snapshot.requests.values()) == 12 * 10
+
+
+def test_without_requests_the_warm_up_counts_from_test_start_and_the_run_is_live() -> None:
+    assert judged_window(1000.2, None, None, 5, now=1030.5) == (1005, 1030)
+
+
+def test_cleanup_after_the_load_is_not_judged() -> None:
+    collector = loaded(range(1020, 1025), 900, collector=loaded(range(1000, 1020), 5))
+    window = judged_window(1000, collector.first_second(1000), 1020, 0, now=2000)
+    measured = evaluate(snapshot_between(RunFigures(collector), *window), THRESHOLDS)
+    assert next(v for v in measured if v.key == "http_req_duration").measured == 5
+
+
+def test_resources_without_samples_fail_rather_than_pass() -> None:
+    verdicts = evaluate(snapshot_between(RunFigures(loaded(range(0, 10), 5)), 0, 10), THRESHOLDS)
+    assert next(v for v in verdicts if v.key == "sut_cpu_percent").note == "no samples"
+
+
+def test_a_stress_step_is_judged_on_every_windowed_kpi_but_the_rate() -> None:
+    collector = loaded(range(100, 112), 5, per_second=30)
+    cool = judge_stress_step(RunFigures(collector, cpu(range(100, 112), 40), cpus=2), THRESHOLDS, 300, 100, 112)
+    assert cool["held"] and cool["latency_held"] and cool["broken"] == []
+    assert cool["measured_rps"] == 30 and cool["window"] == [100, 112]   # rps > 500 is not a step criterion
+    hot = judge_stress_step(RunFigures(collector, cpu(range(100, 112), 190), cpus=2), THRESHOLDS, 375, 100, 112)
+    assert hot["broken"] == ["sut_cpu_percent"] and hot["latency_held"] and not hot["held"]
+    slow = judge_stress_step(RunFigures(loaded(range(100, 112), 400), cpu(range(100, 112), 40), cpus=2),
+                             THRESHOLDS, 450, 100, 112)
+    assert not slow["latency_held"] and slow["broken"] == ["http_req_duration"]
+
+
+def test_capacity_is_the_best_step_that_held_everything() -> None:
+    steps = [{"measured_rps": 250, "held": True, "window": [0, 12]},
+             {"measured_rps": 310, "held": True, "window": [15, 27]},
+             {"measured_rps": 390, "held": False, "window": [30, 42]}]
+    assert capacity(steps) == (310, [15, 27])
+    assert capacity([dict(steps[2])]) == (None, None)
+
+
+def test_a_stopped_stress_run_is_judged_on_its_capacity_step() -> None:
+    assert judged_window(1000, 1000, None, 5, now=1100, capacity_window=[1030, 1042]) == (1005, 1100)  # live
+    assert judged_window(1000, 1000, 1100, 5, now=1200, capacity_window=[1030, 1042]) == (1030, 1042)
