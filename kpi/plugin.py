@@ -13,7 +13,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import gevent
 from locust import LoadTestShape, events
@@ -44,6 +44,21 @@ collector = Collector()
 _state: dict[str, Any] = {"verdicts": [], "capacity_rps": None, "stack_started": [], "sampler": None,
                           "started_at": None, "preflight": {}, "steps": [],
                           "capacity_window": None}
+
+
+# Run once the load is over, on the master or the local runner only, after
+# the verdict and before the embedded stack stops (see after_load()).
+_after_load_hooks: list[Callable[[Any], None]] = []
+
+
+def after_load(hook: Callable[[Any], None]) -> Callable[[Any], None]:
+    """Register ``hook(environment)`` to run when Locust quits, after the
+    verdict.  Not at test_stop: in a distributed run the master fires
+    test_stop *before* it tells the workers to quit, so work done there
+    races their last requests (a cleanup there made a row vanish under a
+    read-back and counted a false lost write)."""
+    _after_load_hooks.append(hook)
+    return hook
 
 
 def record_violation(counter: str) -> None:
@@ -320,6 +335,11 @@ def _quitting(environment, **_kwargs) -> None:
         elif environment.process_exit_code is None:
             environment.process_exit_code = 0
     finally:
+        for hook in _after_load_hooks:
+            try:
+                hook(environment)
+            except Exception as exc:  # noqa: BLE001 - the verdict is already out
+                log.warning("after-load step %s failed: %s", hook.__name__, exc)
         _stop_embedded_stack()
 
 

@@ -17,7 +17,7 @@ import uuid
 from locust import FastHttpUser, constant_throughput, events, task
 from locust.exception import StopUser
 
-from kpi.plugin import PER_USER_RPS, record_violation
+from kpi.plugin import PER_USER_RPS, after_load, record_violation
 from kpi.target import loopback_error
 
 TENANT_1 = "11111111-1111-1111-1111-111111111111"
@@ -285,8 +285,8 @@ def _deploy_load_function(environment, **_kwargs) -> None:
                      headers={**headers, "Content-Type": "application/wasm"}).raise_for_status()
 
 
-@events.test_stop.add_listener
-def _delete_load_rows(environment, **_kwargs) -> None:
+@after_load
+def _delete_load_rows(environment) -> None:
     """Remove the products the personas created (names start with ``lt-``),
     so repeated runs measure the same database instead of a growing one."""
     import requests
