@@ -6,7 +6,7 @@
 * Auth checks per second: embedded, the gateway's own JWT verification
   and Casbin decision measured in process (no cache, so each check is a
   real signature check plus a real enforce); remote, authenticated
-  ``/auth/me`` round trips per second.
+  ``/auth/me`` requests per second over concurrent connections.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from wasm.build import example_wasm
 
 HOT_CALLS = 200
 AUTH_SECONDS = 2.0
+AUTH_CONCURRENCY = 16
 PRICE_INPUT = {"items": [{"name": "A", "price_cents": 1000}, {"name": "B", "price_cents": 2599}], "tax_rate_bp": 2000}
 
 
@@ -65,14 +66,37 @@ def auth_checks_in_process(settings: dict[str, Any], token: str) -> float:
 
 
 def auth_checks_over_http(host: str, token: str) -> float:
-    session = requests.Session()
+    """Authenticated ``/auth/me`` requests per second from AUTH_CONCURRENCY
+    keep-alive connections (a lower bound: each check also pays for HTTP).
+    One connection measured latency, not throughput: 655/s against the
+    local gateway, where 16 connections measure the gateway's capacity."""
+    from gevent.pool import Pool
+    from geventhttpclient import HTTPClient
+    from geventhttpclient.url import URL
+
+    url = URL(f"{host.rstrip('/')}/auth/me")
+    client = HTTPClient.from_url(url, concurrency=AUTH_CONCURRENCY, connection_timeout=5, network_timeout=5)
     headers = {"Authorization": f"Bearer {token}"}
-    count = 0
+    counted = [0]
+    deadline = time.perf_counter() + AUTH_SECONDS
+
+    def check_until_deadline() -> None:
+        while time.perf_counter() < deadline:
+            response = client.get(url.request_uri, headers=headers)
+            response.read()
+            if response.status_code != 200:
+                raise RuntimeError(f"/auth/me answered {response.status_code}")
+            counted[0] += 1
+
     started = time.perf_counter()
-    while time.perf_counter() - started < AUTH_SECONDS:
-        session.get(f"{host}/auth/me", headers=headers, timeout=5).raise_for_status()
-        count += 1
-    return count / (time.perf_counter() - started)
+    pool = Pool(AUTH_CONCURRENCY)
+    try:
+        for _ in range(AUTH_CONCURRENCY):
+            pool.spawn(check_until_deadline)
+        pool.join(raise_error=True)
+    finally:
+        client.close()
+    return counted[0] / (time.perf_counter() - started)
 
 
 def median(values: list[float]) -> float | None:

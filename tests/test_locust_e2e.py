@@ -120,10 +120,11 @@ def test_an_impossible_threshold_fails_the_run_and_is_named(tmp_path: Path, gate
 def test_distributed_run_judges_the_combined_statistics_on_the_master(tmp_path: Path, gateway_url: str) -> None:
     thresholds = write_thresholds(tmp_path / "loose.yaml", {
         "http_req_duration": ["p(95) < 10000"], "http_reqs": ["count > 50"], "http_req_failed": ["rate < 0.05"],
-        "isolation_violations": ["count == 0"], "rbac_violations": ["count == 0"], "lost_writes": ["count == 0"]})
+        "isolation_violations": ["count == 0"], "rbac_violations": ["count == 0"], "lost_writes": ["count == 0"],
+        "auth_checks_per_s": ["value > 100"], "wasm_hot_us": ["med < 100000"]})
     port = str(free_port())  # the master binds it, the forked workers connect to it
     result = run_locust(["--headless", "--host", gateway_url, "--processes", "2", "--master-bind-port", port,
-                         "--master-port", port, "--run-time", "12s", "--skip-preflight", "--thresholds", str(thresholds),
+                         "--master-port", port, "--run-time", "12s", "--thresholds", str(thresholds),
                          "--load-profile", "plain", "--users", "10", "--spawn-rate", "10",
                          "--report-dir", str(tmp_path / "reports")])
     console = result.stdout + result.stderr
@@ -131,7 +132,8 @@ def test_distributed_run_judges_the_combined_statistics_on_the_master(tmp_path: 
     assert console.count("apprun KPI gate") == 1        # one verdict, on the master
     rows = kpi_rows(console)
     assert set(rows) == {"http_req_duration", "http_reqs", "http_req_failed", "isolation_violations",
-                         "rbac_violations", "lost_writes"}
+                         "rbac_violations", "lost_writes", "auth_checks_per_s", "wasm_hot_us"}
+    assert "HTTP /auth/me over 16 connections" in console      # a --host target: the pre-flight goes over HTTP
     summary = json.loads((report_folder(console) / "summary.json").read_text())
     judged = next(k for k in summary["kpis"] if k["metric"] == "http_reqs")["measured"]
     # Requests from both workers reach the master's collector: the judged
