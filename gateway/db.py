@@ -178,10 +178,11 @@ def _end_transaction(conn: psycopg2.extensions.connection, command: str) -> None
 
 @contextlib.contextmanager
 def plain_cursor() -> Iterator[psycopg2.extensions.cursor]:
-    """A transaction with no claims: only for routes that need no tenant
-    (login lookup through its SECURITY DEFINER function, readiness)."""
+    """A cursor with no claims, each statement its own transaction
+    (autocommit): only for routes that need no tenant (login lookup through
+    its SECURITY DEFINER function, readiness)."""
     pool: ConnectionPool = current_app.extensions["apprun.db"]
-    with pool.connection() as conn:  # autocommit: each statement commits
+    with pool.connection() as conn:
         with conn.cursor() as cur:
             yield cur
 

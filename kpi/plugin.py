@@ -181,21 +181,13 @@ def _test_start(environment, **_kwargs) -> None:
         gevent.spawn(_abort_watch, environment, thresholds)
 
 
-def _token(host: str, email: str) -> str:
-    import requests
-
-    from locustfiles.personas import SEED_PASSWORD
-
-    response = requests.post(f"{host}/auth/login", json={"email": email, "password": SEED_PASSWORD}, timeout=30)
-    response.raise_for_status()
-    return response.json()["access_token"]
-
-
 def _run_preflight(environment) -> None:
     host = environment.host
     figures: dict[str, Any] = {}
     try:
-        token = _token(host, "alice@test.com")
+        from locustfiles.personas import login_token
+
+        token = login_token(host, "alice@test.com")
         figures.update(preflight.wasm_figures(host, token))
         if _state.get("stack_config") is not None:
             secrets = json.loads((_state["stack_config"].state_dir / "secrets.json").read_text())

@@ -257,6 +257,16 @@ class Charlie(AdminUser):
 ADMIN_EMAILS = ("alice@test.com", "charlie@test.com")
 
 
+def login_token(host: str, email: str) -> str:
+    """A seed user's access token, outside the simulated users (set-up,
+    pre-flight, cleanup)."""
+    import requests
+
+    response = requests.post(f"{host}/auth/login", json={"email": email, "password": SEED_PASSWORD}, timeout=30)
+    response.raise_for_status()
+    return response.json()["access_token"]
+
+
 def _admin_sessions(environment):
     """(email, headers) for each tenant's admin, on the master or the local
     runner only (workers share the target, so once is enough); [] on workers."""
@@ -264,15 +274,7 @@ def _admin_sessions(environment):
 
     if isinstance(environment.runner, WorkerRunner) or loopback_error(environment.host or ""):
         return []
-    import requests
-
-    sessions = []
-    for email in ADMIN_EMAILS:
-        response = requests.post(f"{environment.host}/auth/login", json={"email": email, "password": SEED_PASSWORD},
-                                 timeout=30)
-        response.raise_for_status()
-        sessions.append((email, {"Authorization": f"Bearer {response.json()['access_token']}"}))
-    return sessions
+    return [(email, {"Authorization": f"Bearer {login_token(environment.host, email)}"}) for email in ADMIN_EMAILS]
 
 
 @events.test_start.add_listener
