@@ -46,6 +46,11 @@ class Snapshot:
     values: dict[str, float] = field(default_factory=dict)
 
 
+# Every measured figure is rounded once, here, to this many decimals; the
+# console, summary.json, the report and the stress steps all show this value.
+MEASURED_DECIMALS = 3
+
+
 @dataclass(frozen=True)
 class Verdict:
     key: str
@@ -149,7 +154,7 @@ def evaluate(snapshot: Snapshot, thresholds: Thresholds) -> list[Verdict]:
             if measured is None:
                 verdicts.append(Verdict(threshold.key, expression.text, None, False, "no samples"))
             else:
-                verdicts.append(Verdict(threshold.key, expression.text, round(measured, 3),
+                verdicts.append(Verdict(threshold.key, expression.text, round(measured, MEASURED_DECIMALS),
                                         expression.holds(measured)))
     return verdicts
 

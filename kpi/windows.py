@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from kpi.collector import Collector
-from kpi.evaluate import Snapshot, evaluate
+from kpi.evaluate import MEASURED_DECIMALS, Snapshot, evaluate
 from kpi.sampler import ResourceSample
 from kpi.thresholds import Thresholds
 
@@ -73,7 +73,7 @@ def judge_stress_step(figures: RunFigures, thresholds: Thresholds, offered_rps: 
     window = snapshot_between(figures, start_s, end_s)
     broken = [v.key for v in evaluate(window, windowed(thresholds)) if not v.passed]
     latency_broken = [v.key for v in evaluate(window, latency_only(thresholds)) if not v.passed]
-    measured = round(sum(s.count for s in window.requests.values()) / window.duration_s, 1)
+    measured = round(sum(s.count for s in window.requests.values()) / window.duration_s, MEASURED_DECIMALS)
     return {"offered_rps": round(offered_rps, 1), "measured_rps": measured, "held": not broken,
             "latency_held": not latency_broken, "broken": broken, "window": [start_s, end_s]}
 
