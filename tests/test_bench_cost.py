@@ -1,0 +1,73 @@
+"""The floor and the cost benchmark measure what they say (behaviour only:
+speed is never asserted, it is what bench/ prints)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import psutil
+
+from kpi.floor import FloorFigures, RequestSpec, measure, measure_floor, tree_cpu_seconds
+from tests.conftest import SEED_PASSWORD
+
+
+def test_floor_serves_hello_and_reports_cpu_and_rate() -> None:
+    figures = measure_floor(0.5, connections=2)
+    assert isinstance(figures, FloorFigures)
+    assert figures.cpu_ms_per_request > 0
+    assert figures.requests_per_s > 0
+    assert figures.describe().startswith("floor: Flask hello ")
+
+
+def test_tree_cpu_counts_descendants() -> None:
+    # The parent only waits; the CPU its child burns counts in the tree.
+    burn = "import time\nend = time.process_time() + 0.5\nwhile time.process_time() < end: pass\nimport time; time.sleep(30)\n"
+    parent = subprocess.Popen([sys.executable, "-c",
+                               f"import subprocess, sys; subprocess.run([sys.executable, '-c', {burn!r}])"])
+    try:
+        deadline = time.monotonic() + 20
+        while tree_cpu_seconds(parent.pid) < 0.5 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        own = psutil.Process(parent.pid).cpu_times()
+        assert tree_cpu_seconds(parent.pid) >= 0.5 > own.user + own.system
+    finally:
+        for child in psutil.Process(parent.pid).children(recursive=True):
+            child.kill()
+        parent.kill()
+        parent.wait()
+
+
+def test_driver_counts_non_2xx_as_errors(gateway_url) -> None:
+    measured = measure(gateway_url, RequestSpec("/no-such-route"), {}, 0.3, connections=2)
+    assert measured.requests > 0
+    assert measured.errors == measured.requests
+    assert measured.first_error.startswith("404")
+
+
+def test_driver_count_mode_stops_after_count_with_unique_bodies(gateway_url, tokens) -> None:
+    spec = RequestSpec("/data/projects", "POST",
+                       {"Authorization": f"Bearer {tokens['alice']}", "Content-Type": "application/json",
+                        "Prefer": "return=minimal"},
+                       json.dumps({"name": "driver-{unique}"}))
+    measured = measure(gateway_url, spec, {}, 30, connections=3, count=7)
+    assert (measured.requests, measured.errors) == (7, 0)
+
+
+def test_cost_bench_measures_a_running_stack(running_stack, monkeypatch, tmp_path) -> None:
+    from bench import cost
+
+    config, _ = running_stack
+    monkeypatch.setenv("APPRUN_SEED_PASSWORD", SEED_PASSWORD)
+    out = tmp_path / "cost.json"
+    code = cost.main(["--state-dir", str(config.state_dir), "--seconds", "0.3", "--connections", "2",
+                      "--only", "healthz,data_list,wasm_invoke,workflow", "--workflows", "2", "--json", str(out)])
+    figures = json.loads(out.read_text())
+    assert code == 0
+    assert [r["request"] for r in figures["rows"]] == ["healthz", "data_list", "wasm_invoke", "workflow"]
+    assert figures["floor"]["cpu_ms_per_request"] > 0
+    by_name = {r["request"]: r for r in figures["rows"]}
+    assert by_name["data_list"]["gateway_cpu_ms"] > 0 and by_name["data_list"]["postgres_cpu_ms"] > 0
+    assert by_name["workflow"]["requests"] == 2 and by_name["workflow"]["still_running"] == 0
+    assert "workflow_cpu_ms" in by_name["workflow"]
