@@ -20,6 +20,7 @@ import psycopg2.extras
 from flask import Flask, current_app
 
 from gateway.errors import ApiError
+from gateway.prepared import PreparedStatements
 
 # Claims are set for the current transaction only (is_local = true), so a
 # pooled connection never carries one caller's identity into the next.
@@ -32,12 +33,21 @@ class PoolExhausted(ApiError):
                          hint="raise APPRUN_DB_POOL_SIZE or lower the load")
 
 
+class GatewayConnection(psycopg2.extensions.connection):
+    """A connection that remembers the statements prepared on it (they live
+    exactly as long as the server session does)."""
+
+    prepared: PreparedStatements
+
+
 class ConnectionPool:
     """A blocking, bounded LIFO pool.  Under gevent's monkey patching the
     queue and lock are cooperative, so a waiting greenlet yields."""
 
-    def __init__(self, dsn: str, size: int, timeout_s: float, statement_timeout_ms: int) -> None:
+    def __init__(self, dsn: str, size: int, timeout_s: float, statement_timeout_ms: int,
+                 prepared_statements: int = 0) -> None:
         self._dsn = dsn
+        self._prepared_statements = prepared_statements
         self._size = size
         self._timeout_s = timeout_s
         self._statement_timeout_ms = statement_timeout_ms
@@ -51,7 +61,9 @@ class ConnectionPool:
             application_name="apprun-gateway",
             options=f"-c statement_timeout={self._statement_timeout_ms}",
             connect_timeout=5,
+            connection_factory=GatewayConnection,
         )
+        conn.prepared = PreparedStatements(self._prepared_statements)
         # Transactions are written out by tenant_transaction() so that BEGIN
         # and the claims travel in the same message as the first statement
         # (psycopg2's implicit BEGIN would be a round trip of its own).
@@ -123,10 +135,17 @@ class ClaimsCursor:
     ``single_statement`` there is no BEGIN: PostgreSQL runs the statements of
     one simple-query message as one implicit transaction, so claims and
     statement commit (or fail) together in a single round trip.
+
+    The first statement is sent as ``EXECUTE`` of a statement prepared on
+    this connection (gateway/prepared.py) when its shape allows, still after
+    the claims and in the same message: PostgreSQL then skips parsing and
+    planning it (measured in the README's "Cost and headroom").
     """
 
-    def __init__(self, cursor: psycopg2.extensions.cursor, claims_json: str, single_statement: bool) -> None:
+    def __init__(self, cursor: psycopg2.extensions.cursor, claims_json: str, single_statement: bool,
+                 prepared: PreparedStatements | None = None) -> None:
         self._cursor = cursor
+        self._prepared = prepared
         self._claims_json = claims_json
         self._single_statement = single_statement
         self.statements = 0
@@ -137,11 +156,18 @@ class ClaimsCursor:
         if self.statements:
             self._cursor.execute(sql, params)
         else:
-            # Without params psycopg2 leaves '%' alone; once params are added
-            # every literal '%' must be doubled.
-            body = sql if params is not None else sql.replace("%", "%%")
             prefix = SET_CLAIMS_SQL + "; " if self._single_statement else "BEGIN; " + SET_CLAIMS_SQL + "; "
-            self._cursor.execute(prefix + body, (self._claims_json, *(params or ())))
+            # Prepared before BEGIN, so a shape that cannot be prepared
+            # leaves no failed transaction behind.
+            call = self._prepared.execute_call(self._cursor, sql, params or ()) if self._prepared is not None else None
+            if call is not None:
+                body, args = call
+            else:
+                # Without params psycopg2 leaves '%' alone; once params are
+                # added every literal '%' must be doubled.
+                body = sql if params is not None else sql.replace("%", "%%")
+                args = tuple(params or ())
+            self._cursor.execute(prefix + body, (self._claims_json, *args))
         self.statements += 1
 
     def __getattr__(self, name: str) -> Any:  # fetchone, fetchall, rowcount, description...
@@ -157,7 +183,7 @@ def tenant_transaction(claims: Mapping[str, Any], single_statement: bool = False
     pool: ConnectionPool = current_app.extensions["apprun.db"]
     with pool.connection() as conn:
         with conn.cursor() as raw:
-            cursor = ClaimsCursor(raw, json.dumps(dict(claims)), single_statement)
+            cursor = ClaimsCursor(raw, json.dumps(dict(claims)), single_statement, getattr(conn, "prepared", None))
             try:
                 yield cursor
             except BaseException:
@@ -190,5 +216,6 @@ def plain_cursor() -> Iterator[psycopg2.extensions.cursor]:
 def init_app(app: Flask) -> None:
     settings = app.config["APPRUN_SETTINGS"]
     app.extensions["apprun.db"] = ConnectionPool(
-        settings.database_url, settings.db_pool_size, settings.db_pool_timeout_s, settings.db_statement_timeout_ms
+        settings.database_url, settings.db_pool_size, settings.db_pool_timeout_s, settings.db_statement_timeout_ms,
+        settings.db_prepared_statements,
     )

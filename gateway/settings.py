@@ -36,6 +36,9 @@ class Settings:
     db_pool_size: int = 20
     db_pool_timeout_s: float = 5.0
     db_statement_timeout_ms: int = 5000
+    # Server-side prepared statements per pooled connection (LRU by SQL
+    # shape); 0 sends every statement as a simple query instead.
+    db_prepared_statements: int = 256
 
     # --- identity -------------------------------------------------------
     jwt_algorithm: str = "HS256"
