@@ -6,13 +6,20 @@ from typing import Any, Mapping
 
 from flask import Flask
 
-from gateway import db, errors, health, metrics, pgerrors
+from gateway import db, errors, health, jsonio, metrics, pgerrors
 from gateway.auth import routes as auth_routes
 from gateway.data import routes as data_routes
 from gateway.functions import routes as function_routes
 from gateway.workflows import routes as workflow_routes
 from gateway.rbac import enforcer
 from gateway.settings import Settings
+
+# Each module's init_app(app) registers its part, in this order (error
+# handlers and hooks before the routes).  A new part is one more entry.
+COMPONENTS = (
+    jsonio, errors, pgerrors, metrics, db, health, enforcer,
+    auth_routes, data_routes, function_routes, workflow_routes,
+)
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -24,9 +31,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask("gateway")
     app.config["APPRUN_SETTINGS"] = settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False  # type: ignore[attr-defined]
     logging.getLogger("gateway").setLevel(logging.INFO)
-    for module in (errors, pgerrors, metrics, db, health, enforcer, auth_routes, data_routes,
-                   function_routes, workflow_routes):
-        module.init_app(app)
+    for component in COMPONENTS:
+        component.init_app(app)
     return app

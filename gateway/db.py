@@ -9,11 +9,11 @@ each greenlet its own connection and never shares one.
 from __future__ import annotations
 
 import contextlib
-import json
 import queue
 import threading
 from typing import Any, Iterator, Mapping, Sequence
 
+import orjson
 import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
@@ -183,7 +183,7 @@ def tenant_transaction(claims: Mapping[str, Any], single_statement: bool = False
     pool: ConnectionPool = current_app.extensions["apprun.db"]
     with pool.connection() as conn:
         with conn.cursor() as raw:
-            cursor = ClaimsCursor(raw, json.dumps(dict(claims)), single_statement, getattr(conn, "prepared", None))
+            cursor = ClaimsCursor(raw, orjson.dumps(claims).decode(), single_statement, getattr(conn, "prepared", None))
             try:
                 yield cursor
             except BaseException:
