@@ -10,8 +10,11 @@ counted.  Prints a table and writes the same figures as JSON.
 
 Without ``--state-dir`` it starts its own embedded stack on free ports in a
 temporary directory and stops it afterwards; with one, it measures that
-running stack (``stack.json`` names the processes).  Run it under the
-shared lock when others use the machine:
+running stack (``stack.json`` names the processes).  The services it
+starts run the code of the current directory (``python -m gateway``), so
+to measure another checkout run it from there:
+``cd <checkout> && PYTHONPATH=$PWD python /path/to/bench/cost.py``.  Run it
+under the shared lock when others use the machine:
 ``flock /tmp/apprun-load.lock python bench/cost.py``.
 """
 from __future__ import annotations

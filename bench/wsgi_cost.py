@@ -5,7 +5,7 @@ Whole-stack figures (bench/cost.py) move by 10-20 % between runs on a
 shared 2-core machine; this one moves by a few percent, so it is the one
 that tells whether a small lever on the Python path (hooks, JSON encoding,
 the authorizer) pays.  Compare two checkouts against the same running
-stack: ``PYTHONPATH=<checkout> python bench/wsgi_cost.py --state-dir DIR``.
+stack: ``python bench/wsgi_cost.py --state-dir DIR --code <checkout>``.
 Without ``--state-dir`` it starts its own embedded stack.
 """
 from __future__ import annotations
@@ -31,6 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--state-dir", help="use the running stack of this state directory")
     parser.add_argument("--calls", type=int, default=2000, help="calls per repeat (default 2000)")
+    parser.add_argument("--code", help="import the gateway from this checkout (default: this one)")
     parser.add_argument("--gateway-workers", type=int, default=1, help=argparse.SUPPRESS)
     args, _unknown = parser.parse_known_args(argv)  # ./dev bench passes the same arguments to every script
     return args
@@ -70,6 +71,8 @@ def cpu_us_per_call(call: Callable[[], str], calls: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.code:
+        sys.path.insert(0, str(Path(args.code).resolve()))
     with started_stack(args) as (state, seed_password):
         from gateway.app import create_app
 
