@@ -112,16 +112,18 @@ def rule_is_generic(rule: str, policy_objects: Iterable[str]) -> bool:
     kinds = [_flask_segment_is_variable(s) for s in rule_segments]
     if None in kinds:
         return False
+    if not any(kinds):
+        return True  # one path only: nothing to split
     for pattern in policy_objects:
+        if set(pattern) & _REGEX_SPECIALS:
+            return False  # "*", alternatives, wildcards: not analysed
         pattern_segments = _segments(pattern)
         if len(pattern_segments) != len(rule_segments):
-            if "*" in pattern:
-                return False
             continue  # keyMatch2 variables never span a "/": no path of the rule matches
-        for segment, rule_variable, rule_segment in zip(pattern_segments, kinds, rule_segments):
-            if segment.startswith(":") and not (set(segment) & _REGEX_SPECIALS):
+        for segment, rule_variable, rule_segment in zip(pattern_segments, kinds, rule_segments, strict=True):
+            if segment.startswith(":"):
                 continue  # a variable: contains every value of this segment
-            if set(segment) & _REGEX_SPECIALS or ":" in segment:
+            if ":" in segment:
                 return False
             if rule_variable:
                 return False  # the pattern picks some values of a rule variable
