@@ -112,7 +112,7 @@ def measure(base_url: str, spec: RequestSpec, components: Mapping[str, Iterable[
            "count": count}
     components = {name: list(pids) for name, pids in components.items()}
     with subprocess.Popen([sys.executable, "-m", "kpi.floor", "drive", json.dumps(job)],
-                          stdout=subprocess.PIPE, text=True, env=_child_env()) as driver:
+                          stdout=subprocess.PIPE, text=True, env=_child_env(), cwd=_ROOT) as driver:
         assert driver.stdout is not None
         line = driver.stdout.readline()
         if line.strip() != "start":
@@ -211,11 +211,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def _child_env() -> dict[str, str]:
-    """The children import this checkout (``kpi``, ``gateway``) first."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    """The children import this checkout (``kpi``, ``gateway``) first; they
+    also start in it (``python -m`` puts the working directory first)."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH", "")) if p)
     return env
 
 
@@ -237,7 +240,7 @@ def measure_floor(seconds: float = 3.0, connections: int = DEFAULT_CONNECTIONS) 
     gateway, over ``seconds`` of closed-loop load after a short warm-up."""
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "kpi.floor", "serve", str(port)], env=_child_env(),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              cwd=_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_listening(port, server)
         result = measure(f"http://127.0.0.1:{port}", RequestSpec("/"), {"floor": [server.pid]}, seconds,
