@@ -71,3 +71,7 @@ def test_cost_bench_measures_a_running_stack(running_stack, monkeypatch, tmp_pat
     assert by_name["data_list"]["gateway_cpu_ms"] > 0 and by_name["data_list"]["postgres_cpu_ms"] > 0
     assert by_name["workflow"]["requests"] == 2 and by_name["workflow"]["still_running"] == 0
     assert "workflow_cpu_ms" in by_name["workflow"]
+
+
+def test_floor_wording_for_the_report() -> None:
+    assert FloorFigures(0.41, 2330.4).describe() == "floor: Flask hello 0.41 ms CPU, 2,330 req/s"
