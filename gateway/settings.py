@@ -72,6 +72,9 @@ class Settings:
     function_timeout_ms: int = 1000
     function_timeout_ceiling_ms: int = 10_000
     function_epoch_tick_ms: int = 10
+    # Elements per table a call may hold (8 bytes each, up to 4 tables); the
+    # reservation comes out of the function's memory_bytes.
+    function_table_elements: int = 10_000
     function_threads: int = 4
     function_cache_dir: str = ""
 

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
@@ -22,13 +21,14 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import wasmtime
 
-from gateway.errors import ApiError
+from gateway.functions.abi import FunctionError, call_handler, call_numeric, is_numeric_call
+from gateway.functions.limits import Limits, StoreBudget, resolve_limits, store_budget
 from gateway.native import NativePool, native_sleep, start_native_thread
 
 log = logging.getLogger(__name__)
@@ -36,18 +36,7 @@ log = logging.getLogger(__name__)
 PAGE_BYTES = 65536
 MODULE_CACHE_SIZE = 256
 ABI_EXPORTS = ("memory", "alloc", "handle")
-_INT_TYPES = {"i32", "i64"}
-_FLOAT_TYPES = {"f32", "f64"}
-
-
-@dataclass(frozen=True)
-class Limits:
-    fuel: int
-    memory_bytes: int
-    timeout_ms: int
-
-    def to_json(self) -> dict[str, int]:
-        return asdict(self)
+__all__ = ["FunctionError", "FunctionRuntime", "InvokeResult", "Limits"]
 
 
 @dataclass
@@ -56,10 +45,6 @@ class InvokeResult:
     cold_start_ms: float | None
     duration_us: float
     fuel_used: int
-
-
-class FunctionError(ApiError):
-    pass
 
 
 class EpochTicker:
@@ -119,7 +104,8 @@ def validate_exports(exports: list[dict[str, Any]]) -> None:
 
 class FunctionRuntime:
     def __init__(self, *, defaults: Limits, ceilings: Limits, tick_ms: int, threads: int,
-                 cache_dir: str = "", on_cold_start: Callable[[float], None] | None = None,
+                 table_elements: int = 10_000, cache_dir: str = "",
+                 on_cold_start: Callable[[float], None] | None = None,
                  on_call: Callable[[float], None] | None = None) -> None:
         config = wasmtime.Config()
         config.consume_fuel = True
@@ -128,6 +114,7 @@ class FunctionRuntime:
         self.defaults = defaults
         self.ceilings = ceilings
         self.tick_ms = tick_ms
+        self.table_elements = table_elements
         self._modules: OrderedDict[str, wasmtime.Module] = OrderedDict()
         self._invoked: set[str] = set()
         self._lock = threading.Lock()
@@ -140,8 +127,10 @@ class FunctionRuntime:
         self._on_call = on_call
 
     # -- deploy ------------------------------------------------------------
-    def compile(self, wasm: bytes) -> tuple[str, wasmtime.Module, list[dict[str, Any]]]:
-        """Validate and compile; returns (digest, module, exports)."""
+    def compile(self, wasm: bytes, limits: Limits | None = None) -> tuple[str, wasmtime.Module, list[dict[str, Any]]]:
+        """Validate and compile; returns (digest, module, exports).  With
+        ``limits``, also refuse a module that cannot even be instantiated
+        within them (a declared table or memory above the budget)."""
         try:
             module = self._run(wasmtime.Module, self.engine, wasm)
         except wasmtime.WasmtimeError as exc:
@@ -153,27 +142,32 @@ class FunctionRuntime:
                                 details=names[:20])
         exports = describe_exports(module)
         validate_exports(exports)
+        if limits is not None:
+            self._run(self._check_fits, module, limits)
         digest = "sha256:" + hashlib.sha256(wasm).hexdigest()
         self._remember(digest, module)
         self._write_artifact(digest, module)
         return digest, module, exports
 
+    def _check_fits(self, module: wasmtime.Module, limits: Limits) -> None:
+        """Instantiate once with no fuel: wasmtime allocates the declared
+        tables and memories first, so a module over its budget fails with a
+        WasmtimeError; a start function traps at once (no fuel) and is not
+        judged here, it runs under the call's limits at every invocation."""
+        store = self._new_store(store_budget(limits.memory_bytes, self.table_elements), fuel=0, ticks=1)
+        try:
+            wasmtime.Instance(store, module, [])
+        except wasmtime.Trap:
+            pass
+        except wasmtime.WasmtimeError as exc:
+            raise FunctionError(400, "module_exceeds_limits",
+                                "the module cannot be instantiated within its limits",
+                                details=str(exc).splitlines()[0][:300],
+                                hint="declare smaller tables or memories, or deploy with a higher memory_bytes "
+                                     "(tables count toward it)") from None
+
     def resolve_limits(self, requested: dict[str, Any]) -> Limits:
-        values = self.defaults.to_json()
-        for name, ceiling in self.ceilings.to_json().items():
-            if name not in requested:
-                continue
-            value = requested[name]
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise FunctionError(400, "invalid_limits", f"limit '{name}' must be a positive integer")
-            if value > ceiling:
-                raise FunctionError(400, "invalid_limits", f"limit '{name}' = {value} is above the ceiling {ceiling}")
-            values[name] = value
-        unknown = set(requested) - set(values)
-        if unknown:
-            raise FunctionError(400, "invalid_limits", f"unknown limit(s): {', '.join(sorted(unknown))}",
-                                hint=f"known: {', '.join(values)}")
-        return Limits(**values)
+        return resolve_limits(requested, self.defaults, self.ceilings)
 
     # -- module cache ----------------------------------------------------------
     def _remember(self, digest: str, module: wasmtime.Module) -> None:
@@ -233,6 +227,13 @@ class FunctionRuntime:
         return module, (time.perf_counter() - started) * 1000
 
     # -- invoke ------------------------------------------------------------------
+    def _new_store(self, budget: StoreBudget, fuel: int, ticks: int) -> wasmtime.Store:
+        store = wasmtime.Store(self.engine)
+        budget.set_on(store)
+        store.set_fuel(fuel)
+        store.set_epoch_deadline(ticks)
+        return store
+
     def invoke(self, module: wasmtime.Module, limits: Limits, request: dict[str, Any] | Any,
                load_ms: float | None) -> InvokeResult:
         return self._run(self._invoke_sync, module, limits, request, load_ms)
@@ -240,12 +241,13 @@ class FunctionRuntime:
     def _invoke_sync(self, module: wasmtime.Module, limits: Limits, request: Any,
                      load_ms: float | None) -> InvokeResult:
         started = time.perf_counter()
-        store = wasmtime.Store(self.engine)
-        store.set_limits(memory_size=limits.memory_bytes, instances=1, tables=4, memories=1)
-        store.set_fuel(limits.fuel)
-        store.set_epoch_deadline(max(1, math.ceil(limits.timeout_ms / self.tick_ms)))
+        store = self._new_store(store_budget(limits.memory_bytes, self.table_elements), limits.fuel,
+                                max(1, math.ceil(limits.timeout_ms / self.tick_ms)))
         try:
+            # A start function runs here, under the same fuel and epoch deadline.
             instance = wasmtime.Instance(store, module, [])
+        except wasmtime.Trap as trap:
+            raise _trap_error(trap, store, None, limits) from None
         except wasmtime.WasmtimeError as exc:
             raise FunctionError(422, "function_memory_limit" if "memory" in str(exc) else "instantiation_failed",
                                 "the module could not be instantiated within its limits",
@@ -253,10 +255,10 @@ class FunctionRuntime:
         instantiated = time.perf_counter()
         exports = instance.exports(store)
         try:
-            if _is_numeric_call(request):
-                output = _call_numeric(store, exports, request)
+            if is_numeric_call(request):
+                output = call_numeric(store, exports, request)
             else:
-                output = _call_handler(store, exports, request)
+                output = call_handler(store, exports, request)
         except wasmtime.Trap as trap:
             raise _trap_error(trap, store, exports, limits) from None
         except wasmtime.WasmtimeError as exc:
@@ -279,62 +281,6 @@ class FunctionRuntime:
 
     def close(self) -> None:
         self._ticker.stop()
-
-
-def _is_numeric_call(request: Any) -> bool:
-    return isinstance(request, dict) and set(request) == {"export", "args"}
-
-
-def _call_numeric(store: wasmtime.Store, exports: Any, request: dict[str, Any]) -> Any:
-    name, args = request["export"], request["args"]
-    if not isinstance(name, str) or not isinstance(args, list):
-        raise FunctionError(400, "bad_arguments", "'export' must be a string and 'args' a list")
-    try:
-        func = exports[name]
-    except KeyError:
-        raise FunctionError(400, "unknown_export", f"the module has no export '{name}'") from None
-    if not isinstance(func, wasmtime.Func):
-        raise FunctionError(400, "unknown_export", f"'{name}' is not a function")
-    func_type = func.type(store)
-    params = [str(p) for p in func_type.params]
-    if len(args) != len(params):
-        raise FunctionError(400, "bad_arguments", f"'{name}' takes {len(params)} argument(s) {params}, "
-                                                  f"got {len(args)}")
-    for value, kind in zip(args, params):
-        if kind in _INT_TYPES and (isinstance(value, bool) or not isinstance(value, int)):
-            raise FunctionError(400, "bad_arguments", f"'{name}' expects integers for {kind}, got {value!r}")
-        if kind in _FLOAT_TYPES and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise FunctionError(400, "bad_arguments", f"'{name}' expects numbers for {kind}, got {value!r}")
-        if kind not in _INT_TYPES | _FLOAT_TYPES:
-            raise FunctionError(400, "bad_arguments", f"'{name}' takes a {kind} parameter, not callable from JSON")
-    try:
-        result = func(store, *[float(v) if k in _FLOAT_TYPES else v for v, k in zip(args, params)])
-    except (OverflowError, TypeError) as exc:
-        raise FunctionError(400, "bad_arguments", f"argument out of range: {exc}") from None
-    if isinstance(result, tuple):
-        return {"results": list(result)}
-    return {"result": result}
-
-
-def _call_handler(store: wasmtime.Store, exports: Any, request: Any) -> Any:
-    try:
-        memory, alloc, handle = exports["memory"], exports["alloc"], exports["handle"]
-    except KeyError:
-        raise FunctionError(400, "no_handler",
-                            "this module has no JSON handler; call a numeric export with "
-                            '{"export": "<name>", "args": [...]}') from None
-    payload = json.dumps(request, separators=(",", ":")).encode()
-    pointer = alloc(store, len(payload))
-    memory.write(store, payload, pointer)
-    packed = handle(store, pointer, len(payload))
-    out_ptr, out_len = (packed >> 32) & 0xFFFFFFFF, packed & 0xFFFFFFFF
-    if out_ptr + out_len > memory.data_len(store):
-        raise FunctionError(502, "function_bad_output", "the handler returned a range outside its memory")
-    raw = memory.read(store, out_ptr, out_ptr + out_len)
-    try:
-        return json.loads(bytes(raw))
-    except (ValueError, UnicodeDecodeError):
-        raise FunctionError(502, "function_bad_output", "the handler's output is not valid UTF-8 JSON") from None
 
 
 def _trap_error(trap: wasmtime.Trap, store: wasmtime.Store, exports: Any, limits: Limits) -> FunctionError:
