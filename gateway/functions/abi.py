@@ -19,13 +19,14 @@ import math
 from typing import Any
 
 import orjson
-import wasmtime
 
 from gateway.errors import ApiError
+from gateway.functions.sandbox import NUMERIC_KINDS, ExportSpec, PreparedModule, Sandbox
 
-_INT_TYPES = {"i32", "i64"}
-_FLOAT_TYPES = {"f32", "f64"}
 _U32 = 0xFFFFFFFF
+# Integers a JSON caller may pass: signed or unsigned, wrapped like wasm does.
+_INT_RANGES = {"i32": (-(2**31), 2**32 - 1), "i64": (-(2**63), 2**64 - 1)}
+_HANDLER_SIGNATURES = {"alloc": (("i32",), ("i32",)), "handle": (("i32", "i32"), ("i64",))}
 
 
 class FunctionError(ApiError):
@@ -43,45 +44,60 @@ def bad_output(message: str) -> FunctionError:
 
 
 def is_numeric_call(request: Any) -> bool:
-    return isinstance(request, dict) and set(request) == {"export", "args"}
+    return isinstance(request, dict) and len(request) == 2 and "export" in request and "args" in request
 
 
-def _finite_results(name: str, values: list[Any]) -> list[Any]:
-    for value in values:
-        if isinstance(value, float) and not math.isfinite(value):
-            raise bad_output(f"'{name}' returned {value}, which JSON cannot represent")
-    return values
+def handler_exports(prepared: PreparedModule) -> tuple[ExportSpec, ExportSpec, ExportSpec] | None:
+    """(memory, alloc, handle) when the module is a JSON handler."""
+    exports = prepared.exports
+    memory, alloc, handle = exports.get("memory"), exports.get("alloc"), exports.get("handle")
+    if memory is None or alloc is None or handle is None or memory.kind != "memory":
+        return None
+    for spec in (alloc, handle):
+        if spec.kind != "function" or (spec.params, spec.results) != _HANDLER_SIGNATURES[spec.name]:
+            return None
+    return memory, alloc, handle
 
 
-def call_numeric(store: wasmtime.Store, exports: Any, request: dict[str, Any]) -> dict[str, Any]:
+def _argument(name: str, kind: str, value: Any) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise FunctionError(400, "bad_arguments", f"'{name}' expects numbers for {kind}, got {value!r}"[:300])
+    if kind in _INT_RANGES:
+        low, high = _INT_RANGES[kind]
+        if not isinstance(value, int):
+            raise FunctionError(400, "bad_arguments", f"'{name}' expects integers for {kind}, got {value!r}")
+        if not low <= value <= high:
+            raise FunctionError(400, "bad_arguments", f"argument out of range for {kind}: {value}"[:300])
+        bits = 32 if kind == "i32" else 64
+        return value - (1 << bits) if value >= 1 << (bits - 1) else value  # unsigned to two's complement
+    try:
+        return float(value)
+    except OverflowError:
+        raise FunctionError(400, "bad_arguments", f"argument out of range for {kind}") from None
+
+
+def call_numeric(sandbox: Sandbox, request: dict[str, Any]) -> dict[str, Any]:
     name, args = request["export"], request["args"]
     if not isinstance(name, str) or not isinstance(args, list):
         raise FunctionError(400, "bad_arguments", "'export' must be a string and 'args' a list")
-    try:
-        func = exports[name]
-    except KeyError:
-        raise FunctionError(400, "unknown_export", f"the module has no export {name[:64]!r}") from None
-    if not isinstance(func, wasmtime.Func):
+    spec = sandbox.prepared.exports.get(name)
+    if spec is None:
+        raise FunctionError(400, "unknown_export", f"the module has no export {name[:64]!r}")
+    if spec.kind != "function":
         raise FunctionError(400, "unknown_export", f"'{name}' is not a function")
-    func_type = func.type(store)
-    params = [str(p) for p in func_type.params]
-    if len(args) != len(params):
-        raise FunctionError(400, "bad_arguments", f"'{name}' takes {len(params)} argument(s) {params}, "
-                                                  f"got {len(args)}")
-    for value, kind in zip(args, params):
-        if kind in _INT_TYPES and (isinstance(value, bool) or not isinstance(value, int)):
-            raise FunctionError(400, "bad_arguments", f"'{name}' expects integers for {kind}, got {value!r}")
-        if kind in _FLOAT_TYPES and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise FunctionError(400, "bad_arguments", f"'{name}' expects numbers for {kind}, got {value!r}")
-        if kind not in _INT_TYPES | _FLOAT_TYPES:
-            raise FunctionError(400, "bad_arguments", f"'{name}' takes a {kind} parameter, not callable from JSON")
-    try:
-        result = func(store, *[float(v) if k in _FLOAT_TYPES else v for v, k in zip(args, params)])
-    except (OverflowError, TypeError) as exc:
-        raise FunctionError(400, "bad_arguments", f"argument out of range: {exc}") from None
-    if isinstance(result, (tuple, list)):
-        return {"results": _finite_results(name, list(result))}
-    return {"result": _finite_results(name, [result])[0]}
+    if len(args) != len(spec.params):
+        raise FunctionError(400, "bad_arguments", f"'{name}' takes {len(spec.params)} argument(s) "
+                                                  f"{list(spec.params)}, got {len(args)}")
+    if not spec.numeric:
+        odd = next(k for k in spec.params + spec.results if k not in NUMERIC_KINDS)
+        raise FunctionError(400, "bad_arguments", f"'{name}' uses a {odd} value, not callable from JSON")
+    results = sandbox.call(spec, [_argument(name, kind, value) for kind, value in zip(spec.params, args)])
+    for value in results:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise bad_output(f"'{name}' returned {value}, which JSON cannot represent")
+    if len(results) == 1:
+        return {"result": results[0]}
+    return {"results": results}
 
 
 def encode_request(request: Any) -> bytes:
@@ -92,29 +108,28 @@ def encode_request(request: Any) -> bytes:
         raise FunctionError(400, "PGRST102", "the request cannot be passed on as JSON", details=str(exc)) from None
 
 
-def call_handler(store: wasmtime.Store, exports: Any, request: Any) -> Any:
-    try:
-        memory, alloc, handle = exports["memory"], exports["alloc"], exports["handle"]
-    except KeyError:
+def call_handler(sandbox: Sandbox, request: Any) -> Any:
+    specs = handler_exports(sandbox.prepared)
+    if specs is None:
         raise FunctionError(400, "no_handler",
                             "this module has no JSON handler; call a numeric export with "
-                            '{"export": "<name>", "args": [...]}') from None
+                            '{"export": "<name>", "args": [...]}')
+    memory, alloc, handle = specs
     payload = encode_request(request)
-    pointer = alloc(store, len(payload)) & _U32  # an i32 result is signed; guest pointers are u32
-    if pointer + len(payload) > memory.data_len(store):
+    pointer = sandbox.call(alloc, [len(payload)])[0] & _U32  # i32 results are signed; pointers are u32
+    if not sandbox.write(memory, pointer, payload):
         raise abi_error("alloc returned a range outside the function's memory",
-                        details=f"alloc({len(payload)}) = {pointer}, memory is {memory.data_len(store)} bytes")
-    memory.write(store, payload, pointer)
-    packed = handle(store, pointer, len(payload))
+                        details=f"alloc({len(payload)}) = {pointer}, memory is {sandbox.memory_size(memory)} bytes")
+    packed = sandbox.call(handle, [pointer, len(payload)])[0]
     out_ptr, out_len = (packed >> 32) & _U32, packed & _U32
-    size = memory.data_len(store)
-    if out_ptr + out_len > size:
+    raw = sandbox.read(memory, out_ptr, out_len)
+    if raw is None:
         raise abi_error("handle returned a range outside the function's memory",
-                        details=f"({out_ptr}, {out_len}), memory is {size} bytes")
-    return decode_output(memory.read(store, out_ptr, out_ptr + out_len))
+                        details=f"({out_ptr}, {out_len}), memory is {sandbox.memory_size(memory)} bytes")
+    return decode_output(raw)
 
 
-def decode_output(raw: bytes | bytearray) -> Any:
+def decode_output(raw: bytes) -> Any:
     """The handler's answer as strict JSON: orjson refuses NaN, Infinity,
     numbers that overflow a double, invalid UTF-8 and lone surrogates."""
     try:

@@ -28,7 +28,8 @@ from typing import Any, Callable
 import wasmtime
 
 from gateway.functions.abi import FunctionError, call_handler, call_numeric, is_numeric_call
-from gateway.functions.limits import Limits, StoreBudget, resolve_limits, store_budget
+from gateway.functions.limits import Limits, resolve_limits, store_budget
+from gateway.functions.sandbox import PreparedModule, Sandbox
 from gateway.native import NativePool, native_sleep, start_native_thread
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ class FunctionRuntime:
         self.ceilings = ceilings
         self.tick_ms = tick_ms
         self.table_elements = table_elements
-        self._modules: OrderedDict[str, wasmtime.Module] = OrderedDict()
+        self._modules: OrderedDict[str, PreparedModule] = OrderedDict()
         self._invoked: set[str] = set()
         self._lock = threading.Lock()
         self._cache_dir = Path(cache_dir) if cache_dir else None
@@ -127,8 +128,8 @@ class FunctionRuntime:
         self._on_call = on_call
 
     # -- deploy ------------------------------------------------------------
-    def compile(self, wasm: bytes, limits: Limits | None = None) -> tuple[str, wasmtime.Module, list[dict[str, Any]]]:
-        """Validate and compile; returns (digest, module, exports).  With
+    def compile(self, wasm: bytes, limits: Limits | None = None) -> tuple[str, PreparedModule, list[dict[str, Any]]]:
+        """Validate and compile; returns (digest, prepared module, exports).  With
         ``limits``, also refuse a module that cannot even be instantiated
         within them (a declared table or memory above the budget)."""
         try:
@@ -142,21 +143,21 @@ class FunctionRuntime:
                                 details=names[:20])
         exports = describe_exports(module)
         validate_exports(exports)
+        prepared = PreparedModule(self.engine, module)
         if limits is not None:
-            self._run(self._check_fits, module, limits)
+            self._run(self._check_fits, prepared, limits)
         digest = "sha256:" + hashlib.sha256(wasm).hexdigest()
-        self._remember(digest, module)
+        self._remember(digest, prepared)
         self._write_artifact(digest, module)
-        return digest, module, exports
+        return digest, prepared, exports
 
-    def _check_fits(self, module: wasmtime.Module, limits: Limits) -> None:
+    def _check_fits(self, prepared: PreparedModule, limits: Limits) -> None:
         """Instantiate once with no fuel: wasmtime allocates the declared
         tables and memories first, so a module over its budget fails with a
         WasmtimeError; a start function traps at once (no fuel) and is not
         judged here, it runs under the call's limits at every invocation."""
-        store = self._new_store(store_budget(limits.memory_bytes, self.table_elements), fuel=0, ticks=1)
         try:
-            wasmtime.Instance(store, module, [])
+            Sandbox(prepared, store_budget(limits.memory_bytes, self.table_elements), fuel=0, ticks=1)
         except wasmtime.Trap:
             pass
         except wasmtime.WasmtimeError as exc:
@@ -170,7 +171,7 @@ class FunctionRuntime:
         return resolve_limits(requested, self.defaults, self.ceilings)
 
     # -- module cache ----------------------------------------------------------
-    def _remember(self, digest: str, module: wasmtime.Module) -> None:
+    def _remember(self, digest: str, module: PreparedModule) -> None:
         with self._lock:
             self._modules[digest] = module
             self._modules.move_to_end(digest)
@@ -198,7 +199,7 @@ class FunctionRuntime:
         with self._lock:
             return digest in self._modules
 
-    def load(self, digest: str, fetch_wasm: Callable[[], bytes]) -> tuple[wasmtime.Module, float | None]:
+    def load(self, digest: str, fetch_wasm: Callable[[], bytes]) -> tuple[PreparedModule, float | None]:
         """The compiled module for ``digest``; (module, load_ms) where load_ms
         is None for a warm call and the load time (compile or deserialize,
         0.0 when compiled at deploy) for this process's first call."""
@@ -211,7 +212,7 @@ class FunctionRuntime:
             return module, (0.0 if first_call else None)
         started = time.perf_counter()
         path = self._artifact_path(digest)
-        module = None
+        module: wasmtime.Module | None = None
         if path is not None and path.exists():
             try:
                 module = self._run(wasmtime.Module.deserialize_file, self.engine, str(path))
@@ -223,44 +224,36 @@ class FunctionRuntime:
                 raise FunctionError(500, "module_digest_mismatch", "stored module does not match its digest")
             module = self._run(wasmtime.Module, self.engine, wasm)
             self._write_artifact(digest, module)
-        self._remember(digest, module)
-        return module, (time.perf_counter() - started) * 1000
+        prepared = PreparedModule(self.engine, module)
+        self._remember(digest, prepared)
+        return prepared, (time.perf_counter() - started) * 1000
 
     # -- invoke ------------------------------------------------------------------
-    def _new_store(self, budget: StoreBudget, fuel: int, ticks: int) -> wasmtime.Store:
-        store = wasmtime.Store(self.engine)
-        budget.set_on(store)
-        store.set_fuel(fuel)
-        store.set_epoch_deadline(ticks)
-        return store
-
-    def invoke(self, module: wasmtime.Module, limits: Limits, request: dict[str, Any] | Any,
+    def invoke(self, module: PreparedModule, limits: Limits, request: dict[str, Any] | Any,
                load_ms: float | None) -> InvokeResult:
         return self._run(self._invoke_sync, module, limits, request, load_ms)
 
-    def _invoke_sync(self, module: wasmtime.Module, limits: Limits, request: Any,
+    def _invoke_sync(self, module: PreparedModule, limits: Limits, request: Any,
                      load_ms: float | None) -> InvokeResult:
         started = time.perf_counter()
-        store = self._new_store(store_budget(limits.memory_bytes, self.table_elements), limits.fuel,
-                                max(1, math.ceil(limits.timeout_ms / self.tick_ms)))
         try:
             # A start function runs here, under the same fuel and epoch deadline.
-            instance = wasmtime.Instance(store, module, [])
+            sandbox = Sandbox(module, store_budget(limits.memory_bytes, self.table_elements), limits.fuel,
+                              max(1, math.ceil(limits.timeout_ms / self.tick_ms)))
         except wasmtime.Trap as trap:
-            raise _trap_error(trap, store, None, limits) from None
+            raise _trap_error(trap, None, limits) from None
         except wasmtime.WasmtimeError as exc:
             raise FunctionError(422, "function_memory_limit" if "memory" in str(exc) else "instantiation_failed",
                                 "the module could not be instantiated within its limits",
                                 details=str(exc).splitlines()[0][:300]) from None
         instantiated = time.perf_counter()
-        exports = instance.exports(store)
         try:
             if is_numeric_call(request):
-                output = call_numeric(store, exports, request)
+                output = call_numeric(sandbox, request)
             else:
-                output = call_handler(store, exports, request)
+                output = call_handler(sandbox, request)
         except wasmtime.Trap as trap:
-            raise _trap_error(trap, store, exports, limits) from None
+            raise _trap_error(trap, _memory_in_use(sandbox), limits) from None
         except wasmtime.WasmtimeError as exc:
             raise FunctionError(422, "function_error", "the function failed",
                                 details=str(exc).splitlines()[0][:300]) from None
@@ -273,7 +266,7 @@ class FunctionRuntime:
         duration_us = (finished - started) * 1e6
         if self._on_call:
             self._on_call(duration_us / 1e6)
-        fuel_used = limits.fuel - store.get_fuel()
+        fuel_used = limits.fuel - sandbox.fuel_left()
         return InvokeResult(output, cold_ms, duration_us, fuel_used)
 
     def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -283,7 +276,14 @@ class FunctionRuntime:
         self._ticker.stop()
 
 
-def _trap_error(trap: wasmtime.Trap, store: wasmtime.Store, exports: Any, limits: Limits) -> FunctionError:
+def _memory_in_use(sandbox: Sandbox) -> int | None:
+    memory = sandbox.prepared.exports.get("memory")
+    if memory is None or memory.kind != "memory":
+        return None
+    return sandbox.memory_size(memory)
+
+
+def _trap_error(trap: wasmtime.Trap, memory_in_use: int | None, limits: Limits) -> FunctionError:
     code = trap.trap_code
     lines = [line.strip() for line in (trap.message or "").splitlines() if line.strip()]
     first_line = lines[-1][:300] if lines else None  # wasmtime's last line names the trap
@@ -293,13 +293,11 @@ def _trap_error(trap: wasmtime.Trap, store: wasmtime.Store, exports: Any, limits
     if code == wasmtime.TrapCode.INTERRUPT:
         return FunctionError(504, "function_timeout", f"the function ran longer than {limits.timeout_ms} ms",
                              hint="deploy it with a higher timeout_ms within the ceiling")
-    memory = exports.get("memory") if hasattr(exports, "get") else None
-    if isinstance(memory, wasmtime.Memory):
-        # memory.grow fails quietly at the limit (-1); a module that then traps
-        # has, in practice, hit its memory limit.
-        if memory.data_len(store) + 16 * PAGE_BYTES > limits.memory_bytes:
-            return FunctionError(422, "function_memory_limit",
-                                 f"the function trapped at its memory limit ({limits.memory_bytes} bytes)",
-                                 details=first_line)
+    # memory.grow fails quietly at the limit (-1); a module that then traps
+    # has, in practice, hit its memory limit.
+    if memory_in_use is not None and memory_in_use + 16 * PAGE_BYTES > limits.memory_bytes:
+        return FunctionError(422, "function_memory_limit",
+                             f"the function trapped at its memory limit ({limits.memory_bytes} bytes)",
+                             details=first_line)
     kind = code.name.lower() if code is not None else "unknown"
     return FunctionError(422, "function_trap", f"the function trapped: {kind}", details=first_line)
