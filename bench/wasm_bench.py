@@ -42,7 +42,7 @@ def main() -> None:
                 module2 = wasmtime.Module.deserialize(runtime.engine, blob)
                 wasmtime.Instance(wasmtime.Store(runtime.engine), module2, [])
                 deser_ms.append((time.perf_counter() - started) * 1000)
-            digest, module, _ = runtime.compile(wasm)
+            _digest, module, _ = runtime.compile(wasm)
             for _ in range(RUNS):
                 hot_us.append(runtime.invoke(module, limits, request, None).duration_us)
             print(f"{name:<10} {statistics.median(compile_ms):>16.3f} {statistics.median(deser_ms):>14.3f} "

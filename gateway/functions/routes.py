@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 
 import orjson
@@ -17,6 +18,12 @@ from gateway.auth.identity import current_claims
 from gateway.bodies import JSON_TYPES
 from gateway.db import tenant_transaction
 from gateway.errors import ApiError
+from gateway.functions.fairness import (
+    CachedPlanLookup,
+    FunctionBudgets,
+    plan_budgets,
+    plan_from_database,
+)
 from gateway.functions.limits import Limits, parse_requested_limits
 from gateway.functions.runtime import FunctionRuntime
 from gateway.rbac.enforcer import authorize
@@ -31,6 +38,10 @@ METADATA_COLUMNS = "name, version, digest, size_bytes, exports, limits, deployed
 
 def _runtime() -> FunctionRuntime:
     return current_app.extensions["apprun.functions"]
+
+
+def _budgets() -> FunctionBudgets:
+    return current_app.extensions["apprun.function_budgets"]
 
 
 def _check_name(name: str) -> None:
@@ -100,8 +111,14 @@ def deploy_function(name: str) -> Response:
     runtime = _runtime()
     limits = runtime.resolve_limits(parse_requested_limits(request.args))
     wasm = _module_bytes()
-    digest, _module, exports = runtime.compile(wasm, limits)
-    with tenant_transaction(current_claims()) as cur:
+    claims = current_claims()
+    with _budgets().admit(claims) as charge:  # compiling uses the tenant's share of the pool
+        started = time.perf_counter()
+        try:
+            digest, _module, exports = runtime.compile(wasm, limits)
+        finally:
+            charge(time.perf_counter() - started)
+    with tenant_transaction(claims) as cur:
         cur.execute(
             f"""INSERT INTO functions (name, digest, module, size_bytes, exports, limits)
                 VALUES (%s, %s, %s, %s, %s, %s)
@@ -170,9 +187,10 @@ def invoke_function(name: str) -> Response:
             raise _not_found(name)
         return bytes(found[0])
 
-    module, load_ms = runtime.load(digest, fetch_wasm)
-    limits = Limits(**{**runtime.defaults.to_json(), **(stored_limits or {})})
-    result = runtime.invoke(module, limits, payload, load_ms)
+    limits = runtime.effective_limits(stored_limits or {})
+    with _budgets().admit(claims) as charge:
+        module, load_ms = runtime.load(digest, fetch_wasm)
+        result = runtime.invoke(module, limits, payload, load_ms, charge=charge)
     response = jsonify(result.output)
     response.headers["X-Function-Duration-Us"] = f"{result.duration_us:.1f}"
     response.headers["X-Function-Fuel-Used"] = str(result.fuel_used)
@@ -196,5 +214,10 @@ def init_app(app: Flask) -> None:
         on_call=metrics.wasm_call.observe,
     )
     app.extensions["apprun.functions"] = runtime
+    # The plan lookup is injectable: gateway/budgets.py's tenant_plan(claims)
+    # fits once it is merged; until then tenants.plan is read here (cached).
+    app.extensions["apprun.function_budgets"] = FunctionBudgets(
+        plan_budgets(settings), plan_of=app.extensions.get("apprun.plan_of") or CachedPlanLookup(plan_from_database),
+        queue_wait_ms=settings.function_queue_wait_ms, enabled=settings.function_budgets_enabled)
     app.extensions.setdefault("apprun.shutdown", []).append(runtime.close)
     app.register_blueprint(bp)

@@ -21,13 +21,19 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import wasmtime
 
-from gateway.functions.abi import FunctionError, call_handler, call_numeric, is_numeric_call
+from gateway.functions.abi import (
+    FunctionError,
+    call_handler,
+    call_numeric,
+    is_numeric_call,
+)
 from gateway.functions.limits import Limits, resolve_limits, store_budget
 from gateway.functions.sandbox import PreparedModule, Sandbox
 from gateway.native import NativePool, native_sleep, start_native_thread
@@ -170,6 +176,13 @@ class FunctionRuntime:
     def resolve_limits(self, requested: dict[str, Any]) -> Limits:
         return resolve_limits(requested, self.defaults, self.ceilings)
 
+    def effective_limits(self, stored: dict[str, Any]) -> Limits:
+        """A deployed function's limits under today's ceilings: a function
+        deployed under a higher ceiling is held to the current one."""
+        values = {**self.defaults.to_json(), **stored}
+        ceilings = self.ceilings.to_json()
+        return Limits(**{name: min(int(values[name]), ceilings[name]) for name in ceilings})
+
     # -- module cache ----------------------------------------------------------
     def _remember(self, digest: str, module: PreparedModule) -> None:
         with self._lock:
@@ -230,8 +243,15 @@ class FunctionRuntime:
 
     # -- invoke ------------------------------------------------------------------
     def invoke(self, module: PreparedModule, limits: Limits, request: dict[str, Any] | Any,
-               load_ms: float | None) -> InvokeResult:
-        return self._run(self._invoke_sync, module, limits, request, load_ms)
+               load_ms: float | None, charge: Callable[[float], None] | None = None) -> InvokeResult:
+        """Run the call on the native pool; ``charge(seconds)`` gets the time
+        it spent there (not the time it queued), success or failure."""
+        outcome, seconds = self._run(_timed, self._invoke_sync, module, limits, request, load_ms)
+        if charge is not None:
+            charge(seconds)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
     def _invoke_sync(self, module: PreparedModule, limits: Limits, request: Any,
                      load_ms: float | None) -> InvokeResult:
@@ -274,6 +294,16 @@ class FunctionRuntime:
 
     def close(self) -> None:
         self._ticker.stop()
+
+
+def _timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    """(result or raised exception, seconds) of ``fn`` on the thread that runs it;
+    the exception is raised again by the caller, on its own thread."""
+    started = time.perf_counter()
+    try:
+        return fn(*args), time.perf_counter() - started
+    except Exception as exc:  # noqa: BLE001 - handed back and raised by the caller, not swallowed
+        return exc, time.perf_counter() - started
 
 
 def _memory_in_use(sandbox: Sandbox) -> int | None:
