@@ -77,6 +77,9 @@ class Settings:
     # Elements per table a call may hold (8 bytes each, up to 4 tables); the
     # reservation comes out of the function's memory_bytes.
     function_table_elements: int = 10_000
+    # wasmtime's pooling allocator: pre-reserved slots reset between calls
+    # instead of fresh mappings per call (gateway/functions/engine.py).
+    function_pooling: bool = True
     function_threads: int = 4
     function_cache_dir: str = ""
     # Per-tenant WASM budgets by tenants.plan (gateway/functions/fairness.py):

@@ -209,6 +209,7 @@ def init_app(app: Flask) -> None:
         tick_ms=settings.function_epoch_tick_ms,
         threads=settings.function_threads,
         table_elements=settings.function_table_elements,
+        pooling=settings.function_pooling,
         cache_dir=settings.function_cache_dir,
         on_cold_start=metrics.wasm_compile.observe,
         on_call=metrics.wasm_call.observe,

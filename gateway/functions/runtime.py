@@ -34,6 +34,7 @@ from gateway.functions.abi import (
     call_numeric,
     is_numeric_call,
 )
+from gateway.functions.engine import Pooling, build_engine
 from gateway.functions.limits import Limits, resolve_limits, store_budget
 from gateway.functions.sandbox import PreparedModule, Sandbox
 from gateway.native import NativePool, native_sleep, start_native_thread
@@ -41,6 +42,9 @@ from gateway.native import NativePool, native_sleep, start_native_thread
 log = logging.getLogger(__name__)
 
 PAGE_BYTES = 65536
+#: wasmtime's compile error for a module whose tables or memories exceed the
+#: pooling allocator's slots ("... does not fit in pooling allocator requirements").
+POOLING_REFUSAL = "pooling allocator"
 MODULE_CACHE_SIZE = 256
 ABI_EXPORTS = ("memory", "alloc", "handle")
 __all__ = ["FunctionError", "FunctionRuntime", "InvokeResult", "Limits"]
@@ -111,13 +115,13 @@ def validate_exports(exports: list[dict[str, Any]]) -> None:
 
 class FunctionRuntime:
     def __init__(self, *, defaults: Limits, ceilings: Limits, tick_ms: int, threads: int,
-                 table_elements: int = 10_000, cache_dir: str = "",
+                 table_elements: int = 10_000, cache_dir: str = "", pooling: bool = False,
                  on_cold_start: Callable[[float], None] | None = None,
                  on_call: Callable[[float], None] | None = None) -> None:
-        config = wasmtime.Config()
-        config.consume_fuel = True
-        config.epoch_interruption = True
-        self.engine = wasmtime.Engine(config)
+        # Every store lives on one pool thread and is deleted before that
+        # thread takes the next call; the slack covers inline (ungevented) use.
+        self.engine = build_engine(Pooling(2 * max(1, threads) + 2, ceilings.memory_bytes, table_elements)
+                                   if pooling else None)
         self.defaults = defaults
         self.ceilings = ceilings
         self.tick_ms = tick_ms
@@ -127,7 +131,7 @@ class FunctionRuntime:
         self._lock = threading.Lock()
         self._cache_dir = Path(cache_dir) if cache_dir else None
         self._fingerprint = hashlib.sha256(
-            f"wasmtime-{getattr(wasmtime, '__version__', '?')}-fuel-epoch".encode()).hexdigest()[:12]
+            f"wasmtime-{getattr(wasmtime, '__version__', '?')}-fuel-epoch-pooling={pooling}".encode()).hexdigest()[:12]
         self._ticker = EpochTicker(self.engine, tick_ms)
         self._pool = NativePool(threads)
         self._on_cold_start = on_cold_start
@@ -141,8 +145,10 @@ class FunctionRuntime:
         try:
             module = self._run(wasmtime.Module, self.engine, wasm)
         except wasmtime.WasmtimeError as exc:
-            raise FunctionError(400, "invalid_module", "the module does not validate",
-                                details=str(exc).splitlines()[0][:500]) from None
+            first_line = str(exc).splitlines()[0][:500]
+            if POOLING_REFUSAL in first_line:  # valid, but its tables or memories exceed every slot
+                raise _exceeds_limits(first_line) from None
+            raise FunctionError(400, "invalid_module", "the module does not validate", details=first_line) from None
         if module.imports:
             names = [f"{i.module}.{i.name}" for i in module.imports]
             raise FunctionError(400, "unsupported_imports", "modules may not import anything",
@@ -163,15 +169,11 @@ class FunctionRuntime:
         WasmtimeError; a start function traps at once (no fuel) and is not
         judged here, it runs under the call's limits at every invocation."""
         try:
-            Sandbox(prepared, store_budget(limits.memory_bytes, self.table_elements), fuel=0, ticks=1)
+            Sandbox(prepared, store_budget(limits.memory_bytes, self.table_elements), fuel=0, ticks=1).close()
         except wasmtime.Trap:
             pass
         except wasmtime.WasmtimeError as exc:
-            raise FunctionError(400, "module_exceeds_limits",
-                                "the module cannot be instantiated within its limits",
-                                details=str(exc).splitlines()[0][:300],
-                                hint="declare smaller tables or memories, or deploy with a higher memory_bytes "
-                                     "(tables count toward it)") from None
+            raise _exceeds_limits(str(exc).splitlines()[0][:300]) from None
 
     def resolve_limits(self, requested: dict[str, Any]) -> Limits:
         return resolve_limits(requested, self.defaults, self.ceilings)
@@ -267,17 +269,20 @@ class FunctionRuntime:
                                 "the module could not be instantiated within its limits",
                                 details=str(exc).splitlines()[0][:300]) from None
         instantiated = time.perf_counter()
-        try:
-            if is_numeric_call(request):
-                output = call_numeric(sandbox, request)
-            else:
-                output = call_handler(sandbox, request)
-        except wasmtime.Trap as trap:
-            raise _trap_error(trap, _memory_in_use(sandbox), limits) from None
-        except wasmtime.WasmtimeError as exc:
-            raise FunctionError(422, "function_error", "the function failed",
-                                details=str(exc).splitlines()[0][:300]) from None
-        finished = time.perf_counter()
+        with sandbox:
+            try:
+                if is_numeric_call(request):
+                    output = call_numeric(sandbox, request)
+                else:
+                    output = call_handler(sandbox, request)
+            except wasmtime.Trap as trap:
+                raise _trap_error(trap, _memory_in_use(sandbox), limits) from None
+            except wasmtime.WasmtimeError as exc:
+                raise FunctionError(422, "function_error", "the function failed",
+                                    details=str(exc).splitlines()[0][:300]) from None
+            # Measured before the store is deleted, as it always was.
+            finished = time.perf_counter()
+            fuel_used = limits.fuel - sandbox.fuel_left()
         cold_ms = None
         if load_ms is not None:
             cold_ms = load_ms + (instantiated - started) * 1000
@@ -286,7 +291,6 @@ class FunctionRuntime:
         duration_us = (finished - started) * 1e6
         if self._on_call:
             self._on_call(duration_us / 1e6)
-        fuel_used = limits.fuel - sandbox.fuel_left()
         return InvokeResult(output, cold_ms, duration_us, fuel_used)
 
     def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -294,6 +298,12 @@ class FunctionRuntime:
 
     def close(self) -> None:
         self._ticker.stop()
+
+
+def _exceeds_limits(details: str) -> FunctionError:
+    return FunctionError(400, "module_exceeds_limits", "the module cannot be instantiated within its limits",
+                         details=details, hint="declare smaller tables or memories, or deploy with a higher "
+                                               "memory_bytes (tables count toward it)")
 
 
 def _timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:

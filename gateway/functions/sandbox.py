@@ -9,8 +9,8 @@ fewer crossings:
 
 * ``PreparedModule`` is made once per compiled module: an ``InstancePre``
   (imports resolved once) and the exports' names and signatures.
-* ``Sandbox`` is one fresh ``Store`` per call (nothing survives between
-  calls or tenants) with the call's limits, one instance, exports looked up
+* ``Sandbox`` is one fresh store per call (nothing survives between calls
+  or tenants), deleted as soon as the call ends, with the call's limits, one instance, exports looked up
   by name on demand, calls through ``wasmtime_func_call`` with values built
   in place, and memory copied in and out with single ``memmove`` /
   ``string_at`` calls after a bounds check.
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import ctypes
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import wasmtime
 from wasmtime import _ffi as ffi
@@ -35,6 +35,8 @@ NUMERIC_KINDS = ("i32", "i64", "f32", "f64")
 _KIND_CODES = {"i32": ffi.WASMTIME_I32.value, "i64": ffi.WASMTIME_I64.value,
                "f32": ffi.WASMTIME_F32.value, "f64": ffi.WASMTIME_F64.value}
 _TRAP_PTR = ctypes.POINTER(ffi.wasm_trap_t)
+# A store without host data needs no finalizer (what wasmtime.Store passes too).
+_NO_FINALIZER = ctypes.cast(0, ctypes.CFUNCTYPE(None, ctypes.c_void_p))
 
 
 @dataclass(frozen=True)
@@ -83,24 +85,44 @@ def _check(error: Any, trap: Any) -> None:
 
 class Sandbox:
     """A fresh store and instance for one call.  A start function runs in the
-    constructor, under the store's fuel and epoch deadline."""
+    constructor, under the store's fuel and epoch deadline.  Use it as a
+    context manager: the store is deleted on the way out, not whenever a
+    traceback that references it is collected."""
 
     def __init__(self, prepared: PreparedModule, budget: StoreBudget, fuel: int, ticks: int) -> None:
         self.prepared = prepared
-        self._store = wasmtime.Store(prepared.engine)  # freed with this object
-        budget.set_on(self._store)
-        self._store.set_fuel(fuel)
-        self._store.set_epoch_deadline(ticks)
-        self._context = self._store._context()
-        self._instance = ffi.wasmtime_instance_t()
-        trap = _TRAP_PTR()
-        error = ffi.wasmtime_instance_pre_instantiate(prepared.instance_pre.ptr(), self._context,
-                                                      ctypes.byref(self._instance), ctypes.byref(trap))
-        _check(error, trap)
+        self._store = ffi.wasmtime_store_new(prepared.engine.ptr(), None, _NO_FINALIZER)
+        try:
+            self._context = ffi.wasmtime_store_context(self._store)
+            ffi.wasmtime_store_limiter(self._store, budget.memory_size, budget.table_elements, budget.instances,
+                                       budget.tables, budget.memories)
+            _check(ffi.wasmtime_context_set_fuel(self._context, fuel), None)
+            ffi.wasmtime_context_set_epoch_deadline(self._context, ticks)
+            self._instance = ffi.wasmtime_instance_t()
+            trap = _TRAP_PTR()
+            error = ffi.wasmtime_instance_pre_instantiate(prepared.instance_pre.ptr(), self._context,
+                                                          ctypes.byref(self._instance), ctypes.byref(trap))
+            _check(error, trap)
+        except BaseException:
+            self.close()
+            raise
         self._externs: dict[str, Any] = {}
 
+    def close(self) -> None:
+        if self._store is not None:
+            store, self._store = self._store, None
+            ffi.wasmtime_store_delete(store)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def fuel_left(self) -> int:
-        return self._store.get_fuel()
+        remaining = ctypes.c_uint64(0)
+        _check(ffi.wasmtime_context_get_fuel(self._context, ctypes.byref(remaining)), None)
+        return remaining.value
 
     def _extern(self, spec: ExportSpec) -> Any:
         found = self._externs.get(spec.name)
