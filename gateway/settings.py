@@ -73,10 +73,29 @@ class Settings:
     function_memory_bytes: int = 16 * 1024 * 1024
     function_memory_ceiling_bytes: int = 128 * 1024 * 1024
     function_timeout_ms: int = 1000
-    function_timeout_ceiling_ms: int = 10_000
+    # 2 s, not 10 s: one call holds a pool thread and overdraws its tenant's
+    # time budget (function_time_burst_ms) by at most 1 s, not 9 s.
+    function_timeout_ceiling_ms: int = 2000
     function_epoch_tick_ms: int = 10
+    # Elements per table a call may hold (8 bytes each, up to 4 tables); the
+    # reservation comes out of the function's memory_bytes.
+    function_table_elements: int = 10_000
+    # wasmtime's pooling allocator: pre-reserved slots reset between calls
+    # instead of fresh mappings per call (gateway/functions/engine.py).
+    function_pooling: bool = True
     function_threads: int = 4
     function_cache_dir: str = ""
+    # Per-tenant WASM budgets by tenants.plan (gateway/functions/fairness.py):
+    # calls at once (each below function_threads; one spinning call takes a
+    # core, so 1 on the 2-core reference machine), WASM milliseconds per
+    # second with a burst, and how long a call waits for its own tenant's slot.
+    function_budgets_enabled: bool = True
+    function_concurrency_free: int = 1
+    function_concurrency_pro: int = 1
+    function_ms_per_s_free: int = 500
+    function_ms_per_s_pro: int = 1000
+    function_time_burst_ms: int = 1000
+    function_queue_wait_ms: int = 250
 
     # --- workflows ------------------------------------------------------
     temporal_address: str = ""

@@ -144,3 +144,27 @@ def test_runaway_function_does_not_stall_the_gateway(gateway_url) -> None:
     assert len(latencies) >= 5, "the loop finished before other requests could be measured"
     # Each answered in well under the runaway's 1.5 s: the hub was free.
     assert max(latencies) < 0.5, latencies
+
+
+STATEFUL = '''(module (memory (export "memory") 1) (global $calls (mut i32) (i32.const 0))
+  (func (export "bump") (result i32 i32)
+    (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
+    (i32.store (i32.const 64) (i32.add (i32.load (i32.const 64)) (i32.const 1)))
+    (global.get $calls) (i32.load (i32.const 64))))'''
+
+
+def test_every_call_starts_from_fresh_state(client, tokens) -> None:
+    """A global and a memory cell incremented by each call read 1 every time:
+    nothing survives between calls (or callers), whatever the call path caches."""
+    assert client.put("/functions/stateful", data=STATEFUL, content_type="text/plain",
+                      headers=auth(tokens["alice"])).status_code in (200, 201)
+    for token in (tokens["alice"], tokens["bob"], tokens["alice"]):
+        assert invoke(client, token, "stateful", {"export": "bump", "args": []}).get_json() == {"results": [1, 1]}
+
+
+def test_integer_arguments_must_fit_their_type(client, tokens) -> None:
+    deploy(client, tokens["alice"], "add", "add")
+    assert invoke(client, tokens["alice"], "add", {"export": "add", "args": [2**31 - 1, 0]}).get_json() == {
+        "result": 2**31 - 1}
+    response = invoke(client, tokens["alice"], "add", {"export": "add", "args": [2**40, 1]})
+    assert response.status_code == 400 and response.get_json()["code"] == "bad_arguments"

@@ -7,23 +7,32 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 
+import orjson
 import wasmtime
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from gateway.auth.identity import current_claims
-from gateway.bodies import json_body
+from gateway.bodies import JSON_TYPES
 from gateway.db import tenant_transaction
 from gateway.errors import ApiError
-from gateway.functions.runtime import FunctionRuntime, Limits
+from gateway.functions.fairness import (
+    CachedPlanLookup,
+    FunctionBudgets,
+    plan_budgets,
+    plan_from_database,
+)
+from gateway.functions.limits import Limits, parse_requested_limits
+from gateway.functions.runtime import FunctionRuntime
 from gateway.rbac.enforcer import authorize
 
 bp = Blueprint("functions", __name__)
 
-NAME_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
+# fullmatch, not ^...$: "$" also matches before a trailing newline.
+NAME_RE = re.compile(r"[a-z0-9_-]{1,64}", re.ASCII)
 WASM_MAGIC = b"\0asm"
-LIMIT_PARAMS = ("fuel", "memory_bytes", "timeout_ms")
 METADATA_COLUMNS = "name, version, digest, size_bytes, exports, limits, deployed_at, created_at"
 
 
@@ -31,8 +40,14 @@ def _runtime() -> FunctionRuntime:
     return current_app.extensions["apprun.functions"]
 
 
+def _budgets() -> FunctionBudgets:
+    return current_app.extensions["apprun.function_budgets"]
+
+
 def _check_name(name: str) -> None:
-    if not NAME_RE.match(name):
+    """Every route checks the name before it reaches SQL: NUL, non-ASCII and
+    over-long names are the caller's mistake (400), never a database error."""
+    if not NAME_RE.fullmatch(name):
         raise ApiError(400, "invalid_function_name", "function names must match [a-z0-9_-]{1,64}")
 
 
@@ -58,6 +73,7 @@ def list_functions() -> Response:
 @bp.get("/functions/<name>")
 @authorize
 def describe_function(name: str) -> Response:
+    _check_name(name)
     with tenant_transaction(current_claims()) as cur:
         cur.execute(f"SELECT {METADATA_COLUMNS} FROM functions WHERE name = %s", (name,))
         row = cur.fetchone()
@@ -88,28 +104,21 @@ def _module_bytes() -> bytes:
                    "deploy a WASM binary (Content-Type: application/wasm) or WAT text (text/plain)")
 
 
-def _requested_limits() -> dict[str, Any]:
-    requested: dict[str, Any] = {}
-    for key in request.args:
-        if key not in LIMIT_PARAMS:
-            raise ApiError(400, "invalid_limits", f"unknown query parameter '{key}'",
-                           hint=f"limits: {', '.join(LIMIT_PARAMS)}")
-        value = request.args[key]
-        if not value.isdigit():
-            raise ApiError(400, "invalid_limits", f"limit '{key}' must be a positive integer")
-        requested[key] = int(value)
-    return requested
-
-
 @bp.put("/functions/<name>")
 @authorize
 def deploy_function(name: str) -> Response:
     _check_name(name)
     runtime = _runtime()
-    limits = runtime.resolve_limits(_requested_limits())
+    limits = runtime.resolve_limits(parse_requested_limits(request.args))
     wasm = _module_bytes()
-    digest, _module, exports = runtime.compile(wasm)
-    with tenant_transaction(current_claims()) as cur:
+    claims = current_claims()
+    with _budgets().admit(claims) as charge:  # compiling uses the tenant's share of the pool
+        started = time.perf_counter()
+        try:
+            digest, _module, exports = runtime.compile(wasm, limits)
+        finally:
+            charge(time.perf_counter() - started)
+    with tenant_transaction(claims) as cur:
         cur.execute(
             f"""INSERT INTO functions (name, digest, module, size_bytes, exports, limits)
                 VALUES (%s, %s, %s, %s, %s, %s)
@@ -130,6 +139,7 @@ def deploy_function(name: str) -> Response:
 @bp.delete("/functions/<name>")
 @authorize
 def delete_function(name: str) -> Response:
+    _check_name(name)
     with tenant_transaction(current_claims()) as cur:
         cur.execute("DELETE FROM functions WHERE name = %s RETURNING 1", (name,))
         deleted = cur.fetchone()
@@ -138,10 +148,28 @@ def delete_function(name: str) -> Response:
     return Response(status=204)
 
 
+def _strict_json_body() -> Any:
+    """The invocation body, parsed strictly (orjson): NaN, Infinity, lone
+    surrogates and nesting deeper than orjson's limit are 400, so nothing
+    reaches a function that is not JSON."""
+    mimetype = request.mimetype or ""
+    if mimetype not in JSON_TYPES and not mimetype.endswith("+json"):
+        raise ApiError(415, "unsupported_media_type", "request body must be JSON (Content-Type: application/json)",
+                       details=f"got Content-Type {request.content_type or 'none'}")
+    raw = request.get_data(cache=True)
+    if not raw:
+        raise ApiError(400, "PGRST102", "empty or invalid JSON body")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "PGRST102", "malformed JSON body", details=str(exc)[:300]) from None
+
+
 @bp.post("/functions/<name>/invoke")
 @authorize
 def invoke_function(name: str) -> Response:
-    payload = json_body((dict, list, str, int, float, bool, type(None)))
+    _check_name(name)
+    payload = _strict_json_body()
     claims = current_claims()
     runtime = _runtime()
     with tenant_transaction(claims, single_statement=True) as cur:
@@ -159,9 +187,10 @@ def invoke_function(name: str) -> Response:
             raise _not_found(name)
         return bytes(found[0])
 
-    module, load_ms = runtime.load(digest, fetch_wasm)
-    limits = Limits(**{**runtime.defaults.to_json(), **(stored_limits or {})})
-    result = runtime.invoke(module, limits, payload, load_ms)
+    limits = runtime.effective_limits(stored_limits or {})
+    with _budgets().admit(claims) as charge:
+        module, load_ms = runtime.load(digest, fetch_wasm)
+        result = runtime.invoke(module, limits, payload, load_ms, charge=charge)
     response = jsonify(result.output)
     response.headers["X-Function-Duration-Us"] = f"{result.duration_us:.1f}"
     response.headers["X-Function-Fuel-Used"] = str(result.fuel_used)
@@ -179,10 +208,17 @@ def init_app(app: Flask) -> None:
                         settings.function_timeout_ceiling_ms),
         tick_ms=settings.function_epoch_tick_ms,
         threads=settings.function_threads,
+        table_elements=settings.function_table_elements,
+        pooling=settings.function_pooling,
         cache_dir=settings.function_cache_dir,
         on_cold_start=metrics.wasm_compile.observe,
         on_call=metrics.wasm_call.observe,
     )
     app.extensions["apprun.functions"] = runtime
+    # The plan lookup is injectable: gateway/budgets.py's tenant_plan(claims)
+    # fits once it is merged; until then tenants.plan is read here (cached).
+    app.extensions["apprun.function_budgets"] = FunctionBudgets(
+        plan_budgets(settings), plan_of=app.extensions.get("apprun.plan_of") or CachedPlanLookup(plan_from_database),
+        queue_wait_ms=settings.function_queue_wait_ms, enabled=settings.function_budgets_enabled)
     app.extensions.setdefault("apprun.shutdown", []).append(runtime.close)
     app.register_blueprint(bp)

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
@@ -22,32 +21,33 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import wasmtime
 
-from gateway.errors import ApiError
+from gateway.functions.abi import (
+    FunctionError,
+    call_handler,
+    call_numeric,
+    is_numeric_call,
+)
+from gateway.functions.engine import Pooling, build_engine
+from gateway.functions.limits import Limits, resolve_limits, store_budget
+from gateway.functions.sandbox import PreparedModule, Sandbox
 from gateway.native import NativePool, native_sleep, start_native_thread
 
 log = logging.getLogger(__name__)
 
 PAGE_BYTES = 65536
+#: wasmtime's compile error for a module whose tables or memories exceed the
+#: pooling allocator's slots ("... does not fit in pooling allocator requirements").
+POOLING_REFUSAL = "pooling allocator"
 MODULE_CACHE_SIZE = 256
 ABI_EXPORTS = ("memory", "alloc", "handle")
-_INT_TYPES = {"i32", "i64"}
-_FLOAT_TYPES = {"f32", "f64"}
-
-
-@dataclass(frozen=True)
-class Limits:
-    fuel: int
-    memory_bytes: int
-    timeout_ms: int
-
-    def to_json(self) -> dict[str, int]:
-        return asdict(self)
+__all__ = ["FunctionError", "FunctionRuntime", "InvokeResult", "Limits"]
 
 
 @dataclass
@@ -56,10 +56,6 @@ class InvokeResult:
     cold_start_ms: float | None
     duration_us: float
     fuel_used: int
-
-
-class FunctionError(ApiError):
-    pass
 
 
 class EpochTicker:
@@ -119,64 +115,78 @@ def validate_exports(exports: list[dict[str, Any]]) -> None:
 
 class FunctionRuntime:
     def __init__(self, *, defaults: Limits, ceilings: Limits, tick_ms: int, threads: int,
-                 cache_dir: str = "", on_cold_start: Callable[[float], None] | None = None,
+                 table_elements: int = 10_000, cache_dir: str = "", pooling: bool = False,
+                 on_cold_start: Callable[[float], None] | None = None,
                  on_call: Callable[[float], None] | None = None) -> None:
-        config = wasmtime.Config()
-        config.consume_fuel = True
-        config.epoch_interruption = True
-        self.engine = wasmtime.Engine(config)
+        # Every store lives on one pool thread and is deleted before that
+        # thread takes the next call; the slack covers inline (ungevented) use.
+        self.engine = build_engine(Pooling(2 * max(1, threads) + 2, ceilings.memory_bytes, table_elements)
+                                   if pooling else None)
         self.defaults = defaults
         self.ceilings = ceilings
         self.tick_ms = tick_ms
-        self._modules: OrderedDict[str, wasmtime.Module] = OrderedDict()
+        self.table_elements = table_elements
+        self._modules: OrderedDict[str, PreparedModule] = OrderedDict()
         self._invoked: set[str] = set()
         self._lock = threading.Lock()
         self._cache_dir = Path(cache_dir) if cache_dir else None
         self._fingerprint = hashlib.sha256(
-            f"wasmtime-{getattr(wasmtime, '__version__', '?')}-fuel-epoch".encode()).hexdigest()[:12]
+            f"wasmtime-{getattr(wasmtime, '__version__', '?')}-fuel-epoch-pooling={pooling}".encode()).hexdigest()[:12]
         self._ticker = EpochTicker(self.engine, tick_ms)
         self._pool = NativePool(threads)
         self._on_cold_start = on_cold_start
         self._on_call = on_call
 
     # -- deploy ------------------------------------------------------------
-    def compile(self, wasm: bytes) -> tuple[str, wasmtime.Module, list[dict[str, Any]]]:
-        """Validate and compile; returns (digest, module, exports)."""
+    def compile(self, wasm: bytes, limits: Limits | None = None) -> tuple[str, PreparedModule, list[dict[str, Any]]]:
+        """Validate and compile; returns (digest, prepared module, exports).  With
+        ``limits``, also refuse a module that cannot even be instantiated
+        within them (a declared table or memory above the budget)."""
         try:
             module = self._run(wasmtime.Module, self.engine, wasm)
         except wasmtime.WasmtimeError as exc:
-            raise FunctionError(400, "invalid_module", "the module does not validate",
-                                details=str(exc).splitlines()[0][:500]) from None
+            first_line = str(exc).splitlines()[0][:500]
+            if POOLING_REFUSAL in first_line:  # valid, but its tables or memories exceed every slot
+                raise _exceeds_limits(first_line) from None
+            raise FunctionError(400, "invalid_module", "the module does not validate", details=first_line) from None
         if module.imports:
             names = [f"{i.module}.{i.name}" for i in module.imports]
             raise FunctionError(400, "unsupported_imports", "modules may not import anything",
                                 details=names[:20])
         exports = describe_exports(module)
         validate_exports(exports)
+        prepared = PreparedModule(self.engine, module)
+        if limits is not None:
+            self._run(self._check_fits, prepared, limits)
         digest = "sha256:" + hashlib.sha256(wasm).hexdigest()
-        self._remember(digest, module)
+        self._remember(digest, prepared)
         self._write_artifact(digest, module)
-        return digest, module, exports
+        return digest, prepared, exports
+
+    def _check_fits(self, prepared: PreparedModule, limits: Limits) -> None:
+        """Instantiate once with no fuel: wasmtime allocates the declared
+        tables and memories first, so a module over its budget fails with a
+        WasmtimeError; a start function traps at once (no fuel) and is not
+        judged here, it runs under the call's limits at every invocation."""
+        try:
+            Sandbox(prepared, store_budget(limits.memory_bytes, self.table_elements), fuel=0, ticks=1).close()
+        except wasmtime.Trap:
+            pass
+        except wasmtime.WasmtimeError as exc:
+            raise _exceeds_limits(str(exc).splitlines()[0][:300]) from None
 
     def resolve_limits(self, requested: dict[str, Any]) -> Limits:
-        values = self.defaults.to_json()
-        for name, ceiling in self.ceilings.to_json().items():
-            if name not in requested:
-                continue
-            value = requested[name]
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise FunctionError(400, "invalid_limits", f"limit '{name}' must be a positive integer")
-            if value > ceiling:
-                raise FunctionError(400, "invalid_limits", f"limit '{name}' = {value} is above the ceiling {ceiling}")
-            values[name] = value
-        unknown = set(requested) - set(values)
-        if unknown:
-            raise FunctionError(400, "invalid_limits", f"unknown limit(s): {', '.join(sorted(unknown))}",
-                                hint=f"known: {', '.join(values)}")
-        return Limits(**values)
+        return resolve_limits(requested, self.defaults, self.ceilings)
+
+    def effective_limits(self, stored: dict[str, Any]) -> Limits:
+        """A deployed function's limits under today's ceilings: a function
+        deployed under a higher ceiling is held to the current one."""
+        values = {**self.defaults.to_json(), **stored}
+        ceilings = self.ceilings.to_json()
+        return Limits(**{name: min(int(values[name]), ceilings[name]) for name in ceilings})
 
     # -- module cache ----------------------------------------------------------
-    def _remember(self, digest: str, module: wasmtime.Module) -> None:
+    def _remember(self, digest: str, module: PreparedModule) -> None:
         with self._lock:
             self._modules[digest] = module
             self._modules.move_to_end(digest)
@@ -204,7 +214,7 @@ class FunctionRuntime:
         with self._lock:
             return digest in self._modules
 
-    def load(self, digest: str, fetch_wasm: Callable[[], bytes]) -> tuple[wasmtime.Module, float | None]:
+    def load(self, digest: str, fetch_wasm: Callable[[], bytes]) -> tuple[PreparedModule, float | None]:
         """The compiled module for ``digest``; (module, load_ms) where load_ms
         is None for a warm call and the load time (compile or deserialize,
         0.0 when compiled at deploy) for this process's first call."""
@@ -217,7 +227,7 @@ class FunctionRuntime:
             return module, (0.0 if first_call else None)
         started = time.perf_counter()
         path = self._artifact_path(digest)
-        module = None
+        module: wasmtime.Module | None = None
         if path is not None and path.exists():
             try:
                 module = self._run(wasmtime.Module.deserialize_file, self.engine, str(path))
@@ -229,40 +239,50 @@ class FunctionRuntime:
                 raise FunctionError(500, "module_digest_mismatch", "stored module does not match its digest")
             module = self._run(wasmtime.Module, self.engine, wasm)
             self._write_artifact(digest, module)
-        self._remember(digest, module)
-        return module, (time.perf_counter() - started) * 1000
+        prepared = PreparedModule(self.engine, module)
+        self._remember(digest, prepared)
+        return prepared, (time.perf_counter() - started) * 1000
 
     # -- invoke ------------------------------------------------------------------
-    def invoke(self, module: wasmtime.Module, limits: Limits, request: dict[str, Any] | Any,
-               load_ms: float | None) -> InvokeResult:
-        return self._run(self._invoke_sync, module, limits, request, load_ms)
+    def invoke(self, module: PreparedModule, limits: Limits, request: dict[str, Any] | Any,
+               load_ms: float | None, charge: Callable[[float], None] | None = None) -> InvokeResult:
+        """Run the call on the native pool; ``charge(seconds)`` gets the time
+        it spent there (not the time it queued), success or failure."""
+        outcome, seconds = self._run(_timed, self._invoke_sync, module, limits, request, load_ms)
+        if charge is not None:
+            charge(seconds)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
-    def _invoke_sync(self, module: wasmtime.Module, limits: Limits, request: Any,
+    def _invoke_sync(self, module: PreparedModule, limits: Limits, request: Any,
                      load_ms: float | None) -> InvokeResult:
         started = time.perf_counter()
-        store = wasmtime.Store(self.engine)
-        store.set_limits(memory_size=limits.memory_bytes, instances=1, tables=4, memories=1)
-        store.set_fuel(limits.fuel)
-        store.set_epoch_deadline(max(1, math.ceil(limits.timeout_ms / self.tick_ms)))
         try:
-            instance = wasmtime.Instance(store, module, [])
+            # A start function runs here, under the same fuel and epoch deadline.
+            sandbox = Sandbox(module, store_budget(limits.memory_bytes, self.table_elements), limits.fuel,
+                              max(1, math.ceil(limits.timeout_ms / self.tick_ms)))
+        except wasmtime.Trap as trap:
+            raise _trap_error(trap, None, limits) from None
         except wasmtime.WasmtimeError as exc:
             raise FunctionError(422, "function_memory_limit" if "memory" in str(exc) else "instantiation_failed",
                                 "the module could not be instantiated within its limits",
                                 details=str(exc).splitlines()[0][:300]) from None
         instantiated = time.perf_counter()
-        exports = instance.exports(store)
-        try:
-            if _is_numeric_call(request):
-                output = _call_numeric(store, exports, request)
-            else:
-                output = _call_handler(store, exports, request)
-        except wasmtime.Trap as trap:
-            raise _trap_error(trap, store, exports, limits) from None
-        except wasmtime.WasmtimeError as exc:
-            raise FunctionError(422, "function_error", "the function failed",
-                                details=str(exc).splitlines()[0][:300]) from None
-        finished = time.perf_counter()
+        with sandbox:
+            try:
+                if is_numeric_call(request):
+                    output = call_numeric(sandbox, request)
+                else:
+                    output = call_handler(sandbox, request)
+            except wasmtime.Trap as trap:
+                raise _trap_error(trap, _memory_in_use(sandbox), limits) from None
+            except wasmtime.WasmtimeError as exc:
+                raise FunctionError(422, "function_error", "the function failed",
+                                    details=str(exc).splitlines()[0][:300]) from None
+            # Measured before the store is deleted, as it always was.
+            finished = time.perf_counter()
+            fuel_used = limits.fuel - sandbox.fuel_left()
         cold_ms = None
         if load_ms is not None:
             cold_ms = load_ms + (instantiated - started) * 1000
@@ -271,7 +291,6 @@ class FunctionRuntime:
         duration_us = (finished - started) * 1e6
         if self._on_call:
             self._on_call(duration_us / 1e6)
-        fuel_used = limits.fuel - store.get_fuel()
         return InvokeResult(output, cold_ms, duration_us, fuel_used)
 
     def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -281,63 +300,30 @@ class FunctionRuntime:
         self._ticker.stop()
 
 
-def _is_numeric_call(request: Any) -> bool:
-    return isinstance(request, dict) and set(request) == {"export", "args"}
+def _exceeds_limits(details: str) -> FunctionError:
+    return FunctionError(400, "module_exceeds_limits", "the module cannot be instantiated within its limits",
+                         details=details, hint="declare smaller tables or memories, or deploy with a higher "
+                                               "memory_bytes (tables count toward it)")
 
 
-def _call_numeric(store: wasmtime.Store, exports: Any, request: dict[str, Any]) -> Any:
-    name, args = request["export"], request["args"]
-    if not isinstance(name, str) or not isinstance(args, list):
-        raise FunctionError(400, "bad_arguments", "'export' must be a string and 'args' a list")
+def _timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    """(result or raised exception, seconds) of ``fn`` on the thread that runs it;
+    the exception is raised again by the caller, on its own thread."""
+    started = time.perf_counter()
     try:
-        func = exports[name]
-    except KeyError:
-        raise FunctionError(400, "unknown_export", f"the module has no export '{name}'") from None
-    if not isinstance(func, wasmtime.Func):
-        raise FunctionError(400, "unknown_export", f"'{name}' is not a function")
-    func_type = func.type(store)
-    params = [str(p) for p in func_type.params]
-    if len(args) != len(params):
-        raise FunctionError(400, "bad_arguments", f"'{name}' takes {len(params)} argument(s) {params}, "
-                                                  f"got {len(args)}")
-    for value, kind in zip(args, params):
-        if kind in _INT_TYPES and (isinstance(value, bool) or not isinstance(value, int)):
-            raise FunctionError(400, "bad_arguments", f"'{name}' expects integers for {kind}, got {value!r}")
-        if kind in _FLOAT_TYPES and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise FunctionError(400, "bad_arguments", f"'{name}' expects numbers for {kind}, got {value!r}")
-        if kind not in _INT_TYPES | _FLOAT_TYPES:
-            raise FunctionError(400, "bad_arguments", f"'{name}' takes a {kind} parameter, not callable from JSON")
-    try:
-        result = func(store, *[float(v) if k in _FLOAT_TYPES else v for v, k in zip(args, params)])
-    except (OverflowError, TypeError) as exc:
-        raise FunctionError(400, "bad_arguments", f"argument out of range: {exc}") from None
-    if isinstance(result, tuple):
-        return {"results": list(result)}
-    return {"result": result}
+        return fn(*args), time.perf_counter() - started
+    except Exception as exc:  # noqa: BLE001 - handed back and raised by the caller, not swallowed
+        return exc, time.perf_counter() - started
 
 
-def _call_handler(store: wasmtime.Store, exports: Any, request: Any) -> Any:
-    try:
-        memory, alloc, handle = exports["memory"], exports["alloc"], exports["handle"]
-    except KeyError:
-        raise FunctionError(400, "no_handler",
-                            "this module has no JSON handler; call a numeric export with "
-                            '{"export": "<name>", "args": [...]}') from None
-    payload = json.dumps(request, separators=(",", ":")).encode()
-    pointer = alloc(store, len(payload))
-    memory.write(store, payload, pointer)
-    packed = handle(store, pointer, len(payload))
-    out_ptr, out_len = (packed >> 32) & 0xFFFFFFFF, packed & 0xFFFFFFFF
-    if out_ptr + out_len > memory.data_len(store):
-        raise FunctionError(502, "function_bad_output", "the handler returned a range outside its memory")
-    raw = memory.read(store, out_ptr, out_ptr + out_len)
-    try:
-        return json.loads(bytes(raw))
-    except (ValueError, UnicodeDecodeError):
-        raise FunctionError(502, "function_bad_output", "the handler's output is not valid UTF-8 JSON") from None
+def _memory_in_use(sandbox: Sandbox) -> int | None:
+    memory = sandbox.prepared.exports.get("memory")
+    if memory is None or memory.kind != "memory":
+        return None
+    return sandbox.memory_size(memory)
 
 
-def _trap_error(trap: wasmtime.Trap, store: wasmtime.Store, exports: Any, limits: Limits) -> FunctionError:
+def _trap_error(trap: wasmtime.Trap, memory_in_use: int | None, limits: Limits) -> FunctionError:
     code = trap.trap_code
     lines = [line.strip() for line in (trap.message or "").splitlines() if line.strip()]
     first_line = lines[-1][:300] if lines else None  # wasmtime's last line names the trap
@@ -347,13 +333,11 @@ def _trap_error(trap: wasmtime.Trap, store: wasmtime.Store, exports: Any, limits
     if code == wasmtime.TrapCode.INTERRUPT:
         return FunctionError(504, "function_timeout", f"the function ran longer than {limits.timeout_ms} ms",
                              hint="deploy it with a higher timeout_ms within the ceiling")
-    memory = exports.get("memory") if hasattr(exports, "get") else None
-    if isinstance(memory, wasmtime.Memory):
-        # memory.grow fails quietly at the limit (-1); a module that then traps
-        # has, in practice, hit its memory limit.
-        if memory.data_len(store) + 16 * PAGE_BYTES > limits.memory_bytes:
-            return FunctionError(422, "function_memory_limit",
-                                 f"the function trapped at its memory limit ({limits.memory_bytes} bytes)",
-                                 details=first_line)
+    # memory.grow fails quietly at the limit (-1); a module that then traps
+    # has, in practice, hit its memory limit.
+    if memory_in_use is not None and memory_in_use + 16 * PAGE_BYTES > limits.memory_bytes:
+        return FunctionError(422, "function_memory_limit",
+                             f"the function trapped at its memory limit ({limits.memory_bytes} bytes)",
+                             details=first_line)
     kind = code.name.lower() if code is not None else "unknown"
     return FunctionError(422, "function_trap", f"the function trapped: {kind}", details=first_line)

@@ -1,0 +1,168 @@
+"""Per-tenant budgets for WASM work, set by the tenant's plan.
+
+The native pool (``APPRUN_FUNCTION_THREADS``) is shared by every tenant.
+Two budgets keep one tenant from taking it:
+
+* **Concurrent calls**: each tenant holds at most its plan's number of pool
+  threads at once, always fewer than the pool has, so others keep a share.
+  A call over the cap waits for one of *its own tenant's* slots for at most
+  ``APPRUN_FUNCTION_QUEUE_WAIT_MS`` (fast calls overlapping under load just
+  wait microseconds), then gets 429.  Nothing else waits for it.
+* **WASM time per second**: a token bucket of milliseconds per tenant,
+  refilled at the plan's rate up to ``APPRUN_FUNCTION_TIME_BURST_MS``.  A
+  call is admitted while the bucket is positive and charged its measured
+  time on the native thread afterwards (time, not fuel: memory.fill and
+  friends cost little fuel and much time).  An empty bucket is 429 with a
+  ``Retry-After`` that refills it.
+
+Budgets are per gateway process (each process has its own pool).  Under
+gevent the semaphores are cooperative and the bucket updates never yield.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.db import tenant_transaction
+from gateway.errors import ApiError
+from gateway.settings import Settings, SettingsError
+
+PLANS = ("free", "pro")
+#: Plan used for a tenant whose plan has no budget of its own.
+FALLBACK_PLAN = "free"
+#: A concurrency slot frees when a call ends, which cannot be predicted.
+CONCURRENCY_RETRY_AFTER_S = 1
+
+PlanLookup = Callable[[Mapping[str, Any]], str]
+
+
+@dataclass(frozen=True)
+class PlanBudget:
+    concurrency: int
+    ms_per_s: float
+    burst_ms: float
+
+
+def plan_budgets(settings: Settings) -> dict[str, PlanBudget]:
+    budgets = {
+        "free": PlanBudget(settings.function_concurrency_free, settings.function_ms_per_s_free,
+                           settings.function_time_burst_ms),
+        "pro": PlanBudget(settings.function_concurrency_pro, settings.function_ms_per_s_pro,
+                          settings.function_time_burst_ms),
+    }
+    for plan, budget in budgets.items():
+        if not 1 <= budget.concurrency < settings.function_threads:
+            raise SettingsError(f"APPRUN_FUNCTION_CONCURRENCY_{plan.upper()} must be at least 1 and below "
+                                f"APPRUN_FUNCTION_THREADS ({settings.function_threads}), so that no tenant "
+                                "can hold the whole pool")
+        if budget.ms_per_s <= 0 or budget.burst_ms <= 0:
+            raise SettingsError(f"the WASM time budget of plan '{plan}' must be positive")
+    return budgets
+
+
+class TimeBuckets:
+    """Milliseconds of WASM time per tenant, refilled continuously."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._levels: dict[str, tuple[float, float]] = {}  # tenant -> (ms, at)
+
+    def _level(self, tenant: str, budget: PlanBudget) -> float:
+        now = self._clock()
+        level, at = self._levels.get(tenant, (budget.burst_ms, now))
+        level = min(budget.burst_ms, level + (now - at) * budget.ms_per_s)
+        self._levels[tenant] = (level, now)
+        return level
+
+    def retry_after_s(self, tenant: str, budget: PlanBudget) -> int | None:
+        """None when the tenant may start a call, else seconds until it may."""
+        level = self._level(tenant, budget)
+        if level > 0:
+            return None
+        return max(1, math.ceil((-level + 1) / budget.ms_per_s))
+
+    def charge(self, tenant: str, budget: PlanBudget, spent_ms: float) -> None:
+        level = self._level(tenant, budget)
+        self._levels[tenant] = (level - spent_ms, self._clock())
+
+
+class FunctionBudgets:
+    def __init__(self, plans: Mapping[str, PlanBudget], plan_of: PlanLookup, queue_wait_ms: int,
+                 enabled: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
+        self._plans = dict(plans)
+        self._plan_of = plan_of
+        self._queue_wait_s = queue_wait_ms / 1000
+        self.enabled = enabled
+        self._buckets = TimeBuckets(clock)
+        self._slots: dict[tuple[str, int], threading.BoundedSemaphore] = {}
+
+    def budget_for(self, claims: Mapping[str, Any]) -> PlanBudget:
+        plan = self._plan_of(claims)
+        return self._plans.get(plan) or self._plans[FALLBACK_PLAN]
+
+    def _semaphore(self, tenant: str, limit: int) -> threading.BoundedSemaphore:
+        # Keyed with the limit, so a plan change takes effect for new calls.
+        key = (tenant, limit)
+        semaphore = self._slots.get(key)
+        if semaphore is None:
+            semaphore = self._slots.setdefault(key, threading.BoundedSemaphore(limit))
+        return semaphore
+
+    @contextmanager
+    def admit(self, claims: Mapping[str, Any]) -> Iterator[Callable[[float], None]]:
+        """Hold one of the tenant's slots for the block; yields ``charge(seconds)``
+        to debit the WASM time the call really used.  429 when over budget."""
+        if not self.enabled:
+            yield lambda seconds: None
+            return
+        tenant = str(claims["tenant_id"])
+        budget = self.budget_for(claims)
+        retry_after = self._buckets.retry_after_s(tenant, budget)
+        if retry_after is not None:
+            raise ApiError(429, "function_time_budget",
+                           f"this tenant used its WASM time budget ({budget.ms_per_s:g} ms per second)",
+                           hint=f"retry after {retry_after} s", headers={"Retry-After": str(retry_after)})
+        semaphore = self._semaphore(tenant, budget.concurrency)
+        if not semaphore.acquire(timeout=self._queue_wait_s):
+            raise ApiError(429, "function_concurrency_limit",
+                           f"this tenant already runs {budget.concurrency} function call(s) at once",
+                           hint="retry when a call has finished",
+                           headers={"Retry-After": str(CONCURRENCY_RETRY_AFTER_S)})
+        try:
+            yield lambda seconds: self._buckets.charge(tenant, budget, seconds * 1000)
+        finally:
+            semaphore.release()
+
+
+class CachedPlanLookup:
+    """``tenants.plan`` for the caller's tenant (RLS shows only its own row),
+    cached for ``ttl_s`` so a call costs no extra query."""
+
+    def __init__(self, query: Callable[[Mapping[str, Any]], str | None], ttl_s: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._query = query
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._cache: dict[str, tuple[str, float]] = {}
+
+    def __call__(self, claims: Mapping[str, Any]) -> str:
+        tenant = str(claims["tenant_id"])
+        now = self._clock()
+        cached = self._cache.get(tenant)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        plan = self._query(claims) or FALLBACK_PLAN
+        self._cache[tenant] = (plan, now + self._ttl_s)
+        return plan
+
+
+def plan_from_database(claims: Mapping[str, Any]) -> str | None:
+    with tenant_transaction(claims, single_statement=True) as cur:
+        cur.execute("SELECT plan FROM tenants WHERE id = %s", (claims["tenant_id"],))
+        row = cur.fetchone()
+    return row[0] if row else None

@@ -1,0 +1,174 @@
+"""Hostile WASM modules and malformed function requests (issue 11): every one
+gets a 4xx with the JSON error shape, and the limits really hold."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from tests.conftest import auth
+from wasm.build import example_wasm
+
+WAT = "text/plain"
+MIB = 1024 * 1024
+
+TABLE_GROW = '(module (table 0 funcref) (func (export "f") (param i32) (result i32) ' \
+             'ref.null func local.get 0 table.grow 0))'
+BIG_TABLE = '(module (table 4000000 funcref) (func (export "f")))'
+LOOPING_START = '(module (func $spin (loop br 0)) (start $spin) (func (export "f") (result i32) i32.const 1))'
+# A JSON handler whose alloc answers a pointer far outside its one page.
+BAD_ALLOC = '''(module (memory (export "memory") 1)
+  (func (export "alloc") (param i32) (result i32) i32.const 0x7ffffff0)
+  (func (export "handle") (param i32 i32) (result i64) i64.const 0))'''
+NEGATIVE_ALLOC = BAD_ALLOC.replace("i32.const 0x7ffffff0", "i32.const -1")
+# A handler whose result range ends past its memory.
+BAD_OUTPUT_RANGE = '''(module (memory (export "memory") 1)
+  (func (export "alloc") (param i32) (result i32) i32.const 1024)
+  (func (export "handle") (param i32 i32) (result i64) i64.const 0x0000fff000010000))'''
+NON_FINITE = '''(module
+  (func (export "nan") (result f64) f64.const nan)
+  (func (export "inf") (param f64) (result f64) f64.const -inf)
+  (func (export "pair") (result f32 i32) f32.const inf i32.const 1))'''
+
+
+def json_handler_returning(text: str) -> str:
+    """A handler whose output is the given bytes, whatever the input."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'''(module (memory (export "memory") 1)
+  (data (i32.const 0) "{escaped}")
+  (func (export "alloc") (param i32) (result i32) i32.const 1024)
+  (func (export "handle") (param i32 i32) (result i64) i64.const {len(text.encode())}))'''
+
+
+def deploy_wat(client, token: str, name: str, wat: str, query: str = ""):
+    return client.put(f"/functions/{name}{query}", data=wat, content_type=WAT, headers=auth(token))
+
+
+def invoke(client, token: str, name: str, body):
+    return client.post(f"/functions/{name}/invoke", json=body, headers=auth(token))
+
+
+def assert_error(response, status: int, code: str) -> dict:
+    assert response.status_code == status, (response.status_code, response.get_data(as_text=True))
+    body = response.get_json()
+    assert set(body) == {"code", "message", "details", "hint"} and body["code"] == code, body
+    return body
+
+
+def gateway_process(running_stack) -> psutil.Process:
+    return psutil.Process(running_stack[1].processes["gateway"].pid)
+
+
+def peak_rss_bytes(process: psutil.Process) -> int:
+    """The kernel's high-water mark of resident memory (VmHWM), so a
+    short-lived allocation between two samples is still seen."""
+    total = 0
+    for proc in [process, *process.children(recursive=True)]:
+        for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+def test_table_grow_is_bounded_and_gateway_memory_stays_flat(running_stack, gateway_url, tokens) -> None:
+    headers = auth(tokens["alice"])
+    deployed = requests.put(f"{gateway_url}/functions/table-grow", data=TABLE_GROW,
+                            headers={**headers, "Content-Type": WAT}, timeout=30)
+    assert deployed.status_code in (200, 201), deployed.text
+    gateway = gateway_process(running_stack)
+    url = f"{gateway_url}/functions/table-grow/invoke"
+    bob = auth(tokens["bob"])
+    # Warm up (first call, module cache) before the baseline.
+    assert requests.post(url, json={"export": "f", "args": [1]}, headers=bob, timeout=30).status_code == 200
+    before = peak_rss_bytes(gateway)
+    for _ in range(3):
+        # 32M elements would be 256 MiB of table; the store refuses, table.grow answers -1.
+        response = requests.post(url, json={"export": "f", "args": [32_000_000]}, headers=bob, timeout=30)
+        assert response.status_code == 200 and response.json() == {"result": -1}, response.text
+    # A generous bound: the function's limit is 16 MiB, the attack asked for 256 MiB.
+    assert peak_rss_bytes(gateway) - before < 64 * MIB
+
+
+def test_module_declaring_a_huge_table_is_refused_at_deploy(client, tokens) -> None:
+    body = assert_error(deploy_wat(client, tokens["alice"], "big-table", BIG_TABLE), 400, "module_exceeds_limits")
+    assert "table" in body["details"]
+    assert client.get("/functions/big-table", headers=auth(tokens["alice"])).status_code == 404
+
+
+def test_module_declaring_too_much_memory_is_refused_at_deploy(client, tokens) -> None:
+    response = deploy_wat(client, tokens["alice"], "big-memory", '(module (memory 2) (func (export "f")))',
+                          "?memory_bytes=65536")
+    assert_error(response, 400, "module_exceeds_limits")
+
+
+def test_looping_start_function_runs_out_of_fuel(client, tokens) -> None:
+    assert deploy_wat(client, tokens["alice"], "start-loop", LOOPING_START).status_code in (200, 201)
+    assert_error(invoke(client, tokens["bob"], "start-loop", {"export": "f", "args": []}), 422,
+                 "function_out_of_fuel")
+
+
+def test_looping_start_function_hits_its_wall_clock_limit(gateway_url, tokens) -> None:
+    headers = auth(tokens["alice"])
+    deployed = requests.put(f"{gateway_url}/functions/start-spin?fuel=1000000000&timeout_ms=100",
+                            data=LOOPING_START, headers={**headers, "Content-Type": WAT}, timeout=30)
+    assert deployed.status_code in (200, 201), deployed.text
+    response = requests.post(f"{gateway_url}/functions/start-spin/invoke", json={"export": "f", "args": []},
+                             headers=headers, timeout=30)
+    # Out of fuel is also acceptable on a machine fast enough to burn 1e9 fuel in 100 ms.
+    assert response.status_code in (504, 422) and response.json()["code"] in ("function_timeout",
+                                                                             "function_out_of_fuel"), response.text
+
+
+@pytest.mark.parametrize("name,wat", [("bad-alloc", BAD_ALLOC), ("negative-alloc", NEGATIVE_ALLOC),
+                                      ("bad-output-range", BAD_OUTPUT_RANGE)])
+def test_bad_pointers_are_abi_errors(client, tokens, name, wat) -> None:
+    assert deploy_wat(client, tokens["alice"], name, wat).status_code in (200, 201)
+    assert_error(invoke(client, tokens["bob"], name, {"any": "json"}), 422, "function_abi_error")
+
+
+@pytest.mark.parametrize("export,args", [("nan", []), ("inf", [1.0]), ("pair", [])])
+def test_non_finite_numeric_results_are_errors(client, tokens, export, args) -> None:
+    assert deploy_wat(client, tokens["alice"], "non-finite", NON_FINITE).status_code in (200, 201)
+    assert_error(invoke(client, tokens["bob"], "non-finite", {"export": export, "args": args}), 422,
+                 "function_bad_output")
+
+
+@pytest.mark.parametrize("output", ['{"x":NaN}', '[Infinity]', '{"big":1e999}', '{"x":'])
+def test_handler_output_must_be_strict_json(client, tokens, output) -> None:
+    assert deploy_wat(client, tokens["alice"], "strict-out", json_handler_returning(output)).status_code in (200, 201)
+    assert_error(invoke(client, tokens["bob"], "strict-out", {"q": 1}), 422, "function_bad_output")
+
+
+@pytest.mark.parametrize("raw", [b'{"v": NaN}', b'[Infinity]', b'{"v": -Infinity}', b'[' * 5000 + b']' * 5000])
+def test_request_bodies_must_be_strict_json(client, tokens, raw) -> None:
+    assert client.put("/functions/echo", data=example_wasm("echo"), content_type="application/wasm",
+                      headers=auth(tokens["alice"])).status_code in (200, 201)
+    response = client.post("/functions/echo/invoke", data=raw, content_type="application/json",
+                           headers=auth(tokens["bob"]))
+    assert response.status_code == 400 and set(response.get_json()) == {"code", "message", "details", "hint"}
+
+
+@pytest.mark.parametrize("method,path", [
+    ("get", "/functions/a%00b"), ("delete", "/functions/a%00b"), ("put", "/functions/a%00b"),
+    ("post", "/functions/a%00b/invoke"), ("get", "/functions/" + "x" * 65), ("post", "/functions/%C3%A9/invoke"),
+])
+def test_malformed_names_are_400(client, tokens, method, path) -> None:
+    response = getattr(client, method)(path, data=b"(module)", content_type=WAT, headers=auth(tokens["alice"]))
+    assert_error(response, 400, "invalid_function_name")
+
+
+@pytest.mark.parametrize("query", ["?fuel=%C2%B2", "?memory_bytes=%D9%A3", "?timeout_ms=" + "9" * 5000,
+                                   "?fuel=-1", "?fuel=%00", "?timeout_ms="])
+def test_malformed_limits_are_400(client, tokens, query) -> None:
+    response = client.put(f"/functions/limits{query}", data=example_wasm("add"), content_type="application/wasm",
+                          headers=auth(tokens["alice"]))
+    assert_error(response, 400, "invalid_limits")
+
+
+def test_nul_in_export_name_is_400(client, tokens) -> None:
+    client.put("/functions/add", data=example_wasm("add"), content_type="application/wasm",
+               headers=auth(tokens["alice"]))
+    assert_error(invoke(client, tokens["bob"], "add", {"export": "add\u0000", "args": [1, 2]}), 400,
+                 "unknown_export")
