@@ -27,8 +27,10 @@ IS_VALUES = {"null", "not_null", "true", "false", "unknown"}
 RESERVED_PARAMS = {"select", "order", "limit", "offset", "or", "and", "not.or", "not.and", "columns",
                    "on_conflict"}
 ALIAS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-# A text search configuration name such as english or pg_catalog.simple.
-LANGUAGE_RE = re.compile(r"^(fts|plfts|phfts|wfts)\(([a-z_][a-z0-9_]{0,62}(?:\.[a-z_][a-z0-9_]{0,62})?)\)$")
+# A full-text operator with its optional text search configuration, such as
+# fts(english).term or fts(pg_catalog.simple).term.
+FULL_TEXT_RE = re.compile(r"^(fts|plfts|phfts|wfts)\(([^)]*)\)\.(.*)$", re.DOTALL)
+LANGUAGE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}(?:\.[a-z_][a-z0-9_]{0,62})?$")
 # ASCII digits only: str.isdigit() also accepts "²" or "٣", which int() or
 # PostgreSQL then refuse; 18 digits always fit a bigint.
 NON_NEGATIVE_RE = re.compile(r"[0-9]{1,18}", re.ASCII)
@@ -198,11 +200,15 @@ def parse_filter(column: str, expression: str) -> Condition:
     rest = expression
     if rest.startswith("not."):
         negated, rest = True, rest[4:]
-    operator, dot, value = rest.partition(".")
     language = None
-    with_language = LANGUAGE_RE.match(operator)
+    with_language = FULL_TEXT_RE.match(rest)
     if with_language:
-        operator, language = with_language.group(1), with_language.group(2)
+        operator, language, value, dot = *with_language.groups(), "."
+        if not LANGUAGE_RE.match(language):
+            raise parse_error(f"failed to parse filter ({expression[:200]})",
+                              f"{language[:64]!r} is not a text search configuration name")
+    else:
+        operator, dot, value = rest.partition(".")
     if not dot or operator not in OPERATORS:
         raise parse_error(
             f"failed to parse filter ({expression[:200]})",
