@@ -33,4 +33,4 @@ def refuse_sql(refusal: Refusal, message: str, detail_sql: str) -> str:
     text expression.  The message is a constant of this package: no quotes,
     no '%' (the statement goes through psycopg2's %-formatting)."""
     assert "'" not in message and "%" not in message, message
-    return f"data_api_refuse('{refusal.sqlstate}', '{message}', {detail_sql})"
+    return f"public.data_api_refuse('{refusal.sqlstate}', '{message}', {detail_sql})"
