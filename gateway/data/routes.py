@@ -44,7 +44,8 @@ def _preferences() -> dict[str, str]:
     if prefs.get("handling") == "strict":
         unknown = sorted(set(prefs) - KNOWN_PREFERENCES)
         if unknown:
-            raise ApiError(400, "PGRST122", f"Invalid preferences given with handling=strict: {', '.join(unknown)}")
+            raise ApiError(400, "PGRST122", "Invalid preferences given with handling=strict",
+                           details=f"Invalid preferences: {', '.join(unknown)}")
     return prefs
 
 
@@ -207,7 +208,7 @@ def create(table: str) -> Response:
     if not all(isinstance(row, dict) for row in rows):
         raise ApiError(400, "PGRST102", "every row of a bulk insert must be a JSON object")
     representation = _representation(prefs)
-    shape = _shape(fmt, representation, _max_affected(prefs))
+    shape = _shape(fmt, representation)  # max-affected is for PATCH and DELETE (PostgREST 13)
     sql, params = sqlbuild.insert_sql(info, rows, query, shape, missing_default=missing == "default",
                                       resolution=resolution)
     return _mutate(info, query, fmt, sql, params, representation, created=True)
