@@ -107,7 +107,8 @@ CREATE INDEX IF NOT EXISTS workflow_executions_tenant_started
 -- then make every reader fetch) megabytes in one field.  Named
 -- <table>_<column>_length; a violation is SQLSTATE 23514, which the gateway
 -- answers with a 400.  Added when missing, so an existing database gets
--- them at the next `apprun-stack up` (a row already longer fails loudly).
+-- them at the next `apprun-stack up`; NOT VALID so that an older, longer
+-- row does not stop the upgrade (new and changed rows are checked).
 DO $$
 DECLARE
   limit_ record;
@@ -126,7 +127,7 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_constraint
                    WHERE conname = limit_.table_name || '_' || limit_.column_name || '_length'
                      AND conrelid = format('public.%I', limit_.table_name)::regclass) THEN
-      EXECUTE format('ALTER TABLE %I ADD CONSTRAINT %I CHECK (char_length(%I) <= %s)',
+      EXECUTE format('ALTER TABLE %I ADD CONSTRAINT %I CHECK (char_length(%I) <= %s) NOT VALID',
                      limit_.table_name, limit_.table_name || '_' || limit_.column_name || '_length',
                      limit_.column_name, limit_.max_chars);
     END IF;
