@@ -24,8 +24,6 @@ from gateway.settings import Settings
 FULL_TEXT_OPERATORS = {"fts", "plfts", "phfts", "wfts"}
 OPERATORS = {"eq", "neq", "gt", "gte", "lt", "lte", "like", "ilike", "in", "is"} | FULL_TEXT_OPERATORS
 IS_VALUES = {"null", "not_null", "true", "false", "unknown"}
-RESERVED_PARAMS = {"select", "order", "limit", "offset", "or", "and", "not.or", "not.and", "columns",
-                   "on_conflict"}
 ALIAS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 # A full-text operator with its optional text search configuration, such as
 # fts(english).term or fts(pg_catalog.simple).term.
