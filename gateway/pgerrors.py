@@ -7,6 +7,7 @@ import logging
 import psycopg2
 from flask import Flask, Response
 
+from gateway.data import refusals
 from gateway.errors import ApiError, error_response
 
 log = logging.getLogger(__name__)
@@ -22,9 +23,16 @@ _EXACT = {
     "57014": 504,  # query_canceled (statement_timeout)
     "P0001": 400,  # raise_exception
 }
-_BY_CLASS = {"08": 503, "09": 500, "0L": 403, "0P": 403, "22": 400, "23": 400, "28": 403, "2D": 500,
+_BY_CLASS = {"08": 503, "09": 500, "0L": 403, "0P": 403, "21": 400, "22": 400, "23": 400, "28": 403, "2D": 500,
              "40": 500, "53": 503, "54": 500, "55": 500, "57": 500, "58": 500, "F0": 500, "HV": 500,
              "P0": 500, "XX": 500, "42": 400}
+
+
+# Hints for errors whose PostgreSQL text does not say what to change.
+_HINTS = {
+    "23514": "a value is outside what the column allows; the schema's length limits are listed in the README",
+    "22001": "the value is longer than the column allows",
+}
 
 
 def status_for(sqlstate: str | None) -> int:
@@ -40,9 +48,14 @@ def to_api_error(exc: psycopg2.Error) -> ApiError:
         log.warning("database unavailable: %s", exc)
         return ApiError(503, "database_unavailable", "the database is not reachable")
     diag = exc.diag
+    refusal = refusals.BY_SQLSTATE.get(exc.pgcode)
+    if refusal is not None:  # a data API check refused the result (and rolled the write back)
+        return ApiError(refusal.status, refusal.code, diag.message_primary or str(exc), diag.message_detail,
+                        refusal.hint)
     if status >= 500:
         log.error("database error %s: %s", exc.pgcode, exc)
-    return ApiError(status, exc.pgcode, diag.message_primary or str(exc), diag.message_detail, diag.message_hint)
+    hint = diag.message_hint or _HINTS.get(exc.pgcode)
+    return ApiError(status, exc.pgcode, diag.message_primary or str(exc), diag.message_detail, hint)
 
 
 def init_app(app: Flask) -> None:

@@ -65,6 +65,12 @@ class Settings:
     data_read_only_tables: tuple[str, ...] = ("email_outbox", "workflow_executions")
     data_max_rows: int = 1000
     data_allow_unfiltered_mutations: bool = False
+    # Bounds on what one data request may ask for (see gateway/data/grammar.py):
+    # select items (each costs response bytes per row), or=()/and=() nesting
+    # (each level costs parser and planner work), and the response body.
+    data_max_select_items: int = 32
+    data_max_logic_depth: int = 8
+    data_max_response_bytes: int = 8 * 1024 * 1024
 
     # --- functions ------------------------------------------------------
     function_max_module_bytes: int = 2 * 1024 * 1024
@@ -137,7 +143,8 @@ class Settings:
             raise SettingsError(f"APPRUN_JWT_ALGORITHM must be one of {sorted(allowed)}")
         if self.jwt_algorithm == "HS256" and self.jwt_secret and len(self.jwt_secret) < 32:
             raise SettingsError("APPRUN_JWT_SECRET must be at least 32 characters")
-        for name in ("db_pool_size", "jwt_ttl_s", "max_body_bytes", "data_max_rows"):
+        for name in ("db_pool_size", "jwt_ttl_s", "max_body_bytes", "data_max_rows", "data_max_select_items",
+                     "data_max_logic_depth", "data_max_response_bytes"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"APPRUN_{name.upper()} must be positive")
 

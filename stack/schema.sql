@@ -102,6 +102,50 @@ CREATE TABLE IF NOT EXISTS workflow_executions (
 CREATE INDEX IF NOT EXISTS workflow_executions_tenant_started
   ON workflow_executions (tenant_id, started_at DESC);
 
+-- Length limits on every free text column (products.name, projects.name
+-- and functions.name have theirs inline), so no client can store (and
+-- then make every reader fetch) megabytes in one field.  Named
+-- <table>_<column>_length; a violation is SQLSTATE 23514, which the gateway
+-- answers with a 400.  Added when missing, so an existing database gets
+-- them at the next `apprun-stack up`; NOT VALID so that an older, longer
+-- row does not stop the upgrade (new and changed rows are checked).
+DO $$
+DECLARE
+  limit_ record;
+BEGIN
+  FOR limit_ IN SELECT * FROM (VALUES
+      ('tenants', 'name', 200), ('tenants', 'plan', 32),
+      ('users', 'email', 320), ('users', 'password_hash', 512),
+      ('projects', 'owner_email', 320), ('projects', 'workflow_id', 200),
+      ('email_outbox', 'recipient', 320), ('email_outbox', 'subject', 500),
+      ('email_outbox', 'body', 20000), ('email_outbox', 'workflow_id', 200),
+      ('functions', 'digest', 128),
+      ('workflow_executions', 'workflow_id', 200), ('workflow_executions', 'run_id', 200),
+      ('workflow_executions', 'workflow_type', 100), ('workflow_executions', 'error', 10000)
+    ) AS l(table_name, column_name, max_chars)
+  LOOP
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint
+                   WHERE conname = limit_.table_name || '_' || limit_.column_name || '_length'
+                     AND conrelid = format('public.%I', limit_.table_name)::regclass) THEN
+      EXECUTE format('ALTER TABLE %I ADD CONSTRAINT %I CHECK (char_length(%I) <= %s) NOT VALID',
+                     limit_.table_name, limit_.table_name || '_' || limit_.column_name || '_length',
+                     limit_.column_name, limit_.max_chars);
+    END IF;
+  END LOOP;
+END
+$$;
+
+-- The data API checks a statement's own result inside the statement (the
+-- singular object, max-affected, the response size): this raises, so the
+-- statement's writes roll back with it.  The SQLSTATEs (class DA) are
+-- mapped back to HTTP errors by gateway/pgerrors.py.
+CREATE OR REPLACE FUNCTION data_api_refuse(p_sqlstate text, p_message text, p_detail text)
+RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION USING ERRCODE = p_sqlstate, MESSAGE = p_message, DETAIL = p_detail;
+END
+$$;
+
 -- Row-level security: every tenant table, forced even for the owner.
 DO $$
 DECLARE
@@ -173,6 +217,7 @@ GRANT SELECT ON tenant_stats, workflow_execution_stats TO apprun_gateway;
 REVOKE ALL ON FUNCTION auth_lookup_user(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION auth_lookup_user(text) TO apprun_gateway;
 GRANT EXECUTE ON FUNCTION app_tenant_id() TO apprun_gateway;
+GRANT EXECUTE ON FUNCTION data_api_refuse(text, text, text) TO apprun_gateway;
 
 INSERT INTO tenants (id, name, plan) VALUES
   ('11111111-1111-1111-1111-111111111111', 'Test Tenant 1', 'free'),

@@ -69,7 +69,7 @@ def test_paging_counts_and_range(client, tokens, fresh_products) -> None:
 
 
 def test_patch_and_delete_with_representation(client, tokens, fresh_products) -> None:
-    prefix, rows = fresh_products
+    _, rows = fresh_products
     target = rows[0]["id"]
     patched = client.patch(f"/data/products?id=eq.{target}", json={"price": 6},
                            headers=auth(tokens["alice"], Prefer="return=representation"))
@@ -133,3 +133,47 @@ def test_read_only_relations(client, tokens) -> None:
     assert response.status_code == 405
     stats = client.get("/data/tenant_stats", headers=auth(tokens["alice"])).get_json()
     assert [row["tenant_id"] for row in stats] == [TENANT_1]
+
+
+def test_accept_negotiation(client, tokens, fresh_products) -> None:
+    prefix, _ = fresh_products
+    url = f"/data/products?name=eq.{prefix}-0&select=name,price,missing:created_at"
+    refused = client.get(url, headers=auth(tokens["alice"], Accept="application/xml"))
+    assert refused.status_code == 406 and refused.get_json()["code"] == "PGRST107"
+    browser = client.get(url, headers=auth(tokens["alice"], Accept="text/html,*/*;q=0.8"))
+    assert browser.status_code == 200 and browser.get_json()[0]["name"] == f"{prefix}-0"
+    csv_first = client.get(url, headers=auth(tokens["alice"], Accept="application/json;q=0.5, text/csv"))
+    assert csv_first.content_type.startswith("text/csv") and csv_first.get_data(as_text=True).startswith("name,")
+    created = client.post("/data/projects?select=name,owner_email", json={"name": prefix},
+                          headers=auth(tokens["alice"], Prefer="return=representation",
+                                       Accept="application/vnd.pgrst.object+json;nulls=stripped"))
+    assert created.status_code == 201 and created.get_json() == {"name": prefix}  # owner_email NULL: stripped
+
+
+def test_max_affected_with_strict_handling_rolls_back(client, tokens, fresh_products) -> None:
+    prefix, _ = fresh_products
+    strict = auth(tokens["alice"], Prefer="handling=strict, max-affected=2")
+    response = client.delete(f"/data/products?name=like.{prefix}*&price=lt.30", headers=strict)
+    assert response.status_code == 400 and response.get_json()["code"] == "PGRST124"
+    assert len(names(client.get(f"/data/products?name=like.{prefix}*", headers=auth(tokens["alice"])))) == 5
+    allowed = client.delete(f"/data/products?name=like.{prefix}*&price=lt.10", headers=strict)
+    assert allowed.status_code == 204 and allowed.headers["Content-Range"] == "*/1"
+    unknown = client.get("/data/products?limit=1", headers=auth(tokens["alice"], Prefer="handling=strict, nope=1"))
+    assert unknown.status_code == 400 and unknown.get_json()["code"] == "PGRST122"
+
+
+@pytest.mark.parametrize("method,url,prefer", [
+    ("get", "/data/products?columns=name", ""),
+    ("delete", "/data/products?columns=name&name=eq.x", ""),
+    ("patch", "/data/products?on_conflict=id&name=eq.x", ""),
+    ("post", "/data/products?on_conflict=id", ""),                   # on_conflict without a resolution
+    ("post", "/data/products", "resolution=overwrite"),
+    ("post", "/data/products?limit=1", ""),
+    ("post", "/data/products?on_conflict=price", "resolution=merge-duplicates"),  # no unique index: 42P10
+])
+def test_write_parameters_out_of_place_are_400(client, tokens, method, url, prefer) -> None:
+    headers = auth(tokens["alice"], **({"Prefer": prefer} if prefer else {}))
+    response = getattr(client, method)(url, json={"name": "out-of-place", "price": 1}, headers=headers)
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert set(response.get_json()) == {"code", "message", "details", "hint"}
+    assert client.get("/data/products?name=eq.out-of-place", headers=auth(tokens["alice"])).get_json() == []

@@ -57,3 +57,19 @@ def test_inserts_take_tenant_from_token(client, tokens) -> None:
     created = client.post("/data/products", json={"name": "no tenant given", "price": 2},
                           headers=auth(tokens["charlie"], Prefer="return=representation"))
     assert created.get_json()[0]["tenant_id"] == TENANT_2
+
+
+def test_upserts_cannot_reach_other_tenant(client, tokens) -> None:
+    marker = f"iso-upsert-{uuid.uuid4().hex[:8]}"
+    mine = str(uuid.uuid4())
+    bulk = [{"id": mine, "name": f"{marker}-mine", "price": 1},
+            {"id": TENANT_2_PRODUCT, "name": f"{marker}-theirs", "price": 0}]
+    merged = client.post("/data/products?on_conflict=id", json=bulk,
+                         headers=auth(tokens["alice"], Prefer="resolution=merge-duplicates,return=representation"))
+    assert merged.status_code == 403 and merged.get_json()["code"] == "42501"
+    assert client.get(f"/data/products?name=like.{marker}*", headers=auth(tokens["alice"])).get_json() == []
+    ignored = client.post("/data/products", json=bulk,
+                          headers=auth(tokens["alice"], Prefer="resolution=ignore-duplicates,return=representation"))
+    assert ignored.status_code == 201 and [row["id"] for row in ignored.get_json()] == [mine]
+    charlie_view = client.get(f"/data/products?id=eq.{TENANT_2_PRODUCT}", headers=auth(tokens["charlie"]))
+    assert charlie_view.get_json()[0]["price"] == 199.99 and charlie_view.get_json()[0]["tenant_id"] == TENANT_2

@@ -21,6 +21,16 @@ SELECT t, has_table_privilege(current_user, format('public.%%I', t), 'INSERT'),
 FROM unnest(%s::text[]) AS t
 WHERE to_regclass(format('public.%%I', t)) IS NOT NULL
 """
+PRIMARY_KEYS_SQL = """
+SELECT c.relname, a.attname
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indrelid
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey)
+WHERE i.indisprimary AND c.relnamespace = 'public'::regnamespace AND c.relname = ANY(%s)
+ORDER BY c.relname, array_position(i.indkey::int2[], a.attnum)
+"""
+# Columns the full-text operators accept: text is turned into a tsvector.
+TEXT_TYPES = frozenset({"text", "character varying", "character"})
 
 
 def quote_ident(name: str) -> str:
@@ -35,6 +45,7 @@ class TableInfo:
     can_insert: bool
     can_update: bool
     can_delete: bool
+    primary_key: tuple[str, ...] = ()
 
     @property
     def quoted(self) -> str:
@@ -59,6 +70,10 @@ class Catalog:
         columns: dict[str, list[tuple[str, str]]] = {}
         for table, column, data_type in cursor.fetchall():
             columns.setdefault(table, []).append((column, data_type))
+        cursor.execute(PRIMARY_KEYS_SQL, (list(self._exposed),))
+        primary_keys: dict[str, list[str]] = {}
+        for table, column in cursor.fetchall():
+            primary_keys.setdefault(table, []).append(column)
         cursor.execute(PRIVILEGES_SQL, (list(self._exposed),))
         tables = {}
         for table, can_insert, can_update, can_delete in cursor.fetchall():
@@ -72,6 +87,7 @@ class Catalog:
                 can_insert and writable,
                 can_update and writable,
                 can_delete and writable,
+                tuple(primary_keys.get(table, ())),
             )
         with self._lock:
             self._tables = tables

@@ -12,16 +12,26 @@ from gateway.auth.identity import current_claims
 from gateway.bodies import json_body
 from gateway.data import sqlbuild
 from gateway.data.catalog import Catalog, TableInfo
-from gateway.data.grammar import QueryParams, parse_query
+from gateway.data.grammar import (
+    GrammarLimits,
+    QueryParams,
+    parse_non_negative,
+    parse_query,
+)
+from gateway.data.negotiation import CSV, OBJECT, ResponseFormat, negotiate, rows_as_csv
+from gateway.data.sqlbuild import ResultShape
 from gateway.db import plain_cursor, tenant_transaction
 from gateway.errors import ApiError
 from gateway.rbac.enforcer import authorize
+from gateway.settings import Settings
 
 bp = Blueprint("data", __name__)
 
-RANGE_RE = re.compile(r"^\s*(?:items=)?(\d+)-(\d*)\s*$")
-SINGLE_OBJECT = "application/vnd.pgrst.object+json"
-JSON_TYPE = "application/json; charset=utf-8"
+RANGE_RE = re.compile(r"^\s*(?:items=)?([0-9]{1,18})-([0-9]{0,18})\s*$", re.ASCII)
+RESOLUTIONS = ("merge-duplicates", "ignore-duplicates")
+MISSING = ("default", "null")
+# Preferences this gateway knows; with handling=strict any other is a 400.
+KNOWN_PREFERENCES = {"return", "count", "resolution", "missing", "handling", "max-affected", "tx", "timezone"}
 
 
 def _preferences() -> dict[str, str]:
@@ -31,6 +41,11 @@ def _preferences() -> dict[str, str]:
             key, _, value = item.strip().partition("=")
             if key:
                 prefs[key.strip().lower()] = value.strip().lower()
+    if prefs.get("handling") == "strict":
+        unknown = sorted(set(prefs) - KNOWN_PREFERENCES)
+        if unknown:
+            raise ApiError(400, "PGRST122", "Invalid preferences given with handling=strict",
+                           details=f"Invalid preferences: {', '.join(unknown)}")
     return prefs
 
 
@@ -46,8 +61,16 @@ def _table(name: str) -> TableInfo:
     return _catalog().table(name)
 
 
-def _query() -> QueryParams:
-    query = parse_query(request.args.items(multi=True))
+def _settings() -> Settings:
+    return current_app.config["APPRUN_SETTINGS"]
+
+
+def _query(method: str) -> QueryParams:
+    query = parse_query(request.args.items(multi=True), GrammarLimits.from_settings(_settings()))
+    if query.columns is not None and method not in ("POST", "PATCH"):
+        raise ApiError(400, "PGRST100", "'columns' applies to POST and PATCH only")
+    if query.on_conflict is not None and method != "POST":
+        raise ApiError(400, "PGRST100", "'on_conflict' applies to POST only")
     return query
 
 
@@ -58,7 +81,7 @@ def _range() -> tuple[int | None, int | None]:
         return None, None
     match = RANGE_RE.match(header)
     if not match:
-        raise ApiError(416, "PGRST103", "Requested range not satisfiable", details=f"cannot parse Range {header!r}")
+        raise ApiError(416, "PGRST103", "Requested range not satisfiable", details=f"cannot parse Range {header[:64]!r}")
     start = int(match.group(1))
     if not match.group(2):
         return start, None
@@ -68,33 +91,44 @@ def _range() -> tuple[int | None, int | None]:
     return start, end - start + 1
 
 
-def _json_response(body: str, status: int, headers: dict[str, str] | None = None) -> Response:
-    response = Response(body, status=status, content_type=JSON_TYPE)
-    for key, value in (headers or {}).items():
-        response.headers[key] = value
+def _shape(fmt: ResponseFormat, representation: bool = True, max_affected: int | None = None) -> ResultShape:
+    return ResultShape(representation=representation, singular=fmt.kind == OBJECT, max_affected=max_affected,
+                       strip_nulls=fmt.strip_nulls, csv=fmt.kind == CSV,
+                       max_bytes=_settings().data_max_response_bytes)
+
+
+def _render(body: str, count: int, fmt: ResponseFormat, info: TableInfo, query: QueryParams) -> str:
+    if fmt.kind == CSV:
+        return rows_as_csv(body, sqlbuild.output_names(info, query.select))
+    if fmt.kind == OBJECT:
+        if count != 1:  # mutations were checked in SQL already; this is for reads
+            raise ApiError(406, "PGRST116", "JSON object requested, multiple (or no) rows returned",
+                           details=f"The result contains {count} rows")
+        return body[1:-1]  # json_agg output: strip the enclosing [ ]
+    return body
+
+
+def _response(body: str, status: int, fmt: ResponseFormat, headers: dict[str, str]) -> Response:
+    response = Response(body, status=status, content_type=fmt.content_type)
+    response.headers.update(headers)
     return response
-
-
-def _singular(body: str, count: int) -> str:
-    if count != 1:
-        raise ApiError(406, "PGRST116", "JSON object requested, multiple (or no) rows returned",
-                       details=f"The result contains {count} rows")
-    return body[1:-1]  # json_agg output: strip the enclosing [ ]
 
 
 @bp.get("/data/<table>")
 @authorize
 def read(table: str) -> Response:
     info = _table(table)
-    query = _query()
+    query = _query("GET")
     prefs = _preferences()
-    settings = current_app.config["APPRUN_SETTINGS"]
+    fmt = negotiate(request.headers.get("Accept"))
+    settings = _settings()
     range_offset, range_limit = _range()
     offset = query.offset if query.offset is not None else (range_offset or 0)
     limit = query.limit if query.limit is not None else range_limit
     limit = settings.data_max_rows if limit is None else min(limit, settings.data_max_rows)
     want_count = prefs.get("count") in ("exact", "planned", "estimated")
-    sql, params = sqlbuild.read_sql(info, query, limit, offset, with_total=want_count)
+    shape = _shape(fmt)
+    sql, params = sqlbuild.read_sql(info, query, limit, offset, with_total=want_count, shape=shape)
     with tenant_transaction(current_claims(), single_statement=True) as cur:
         cur.execute(sql, params)
         body, returned, total = cur.fetchone()
@@ -107,20 +141,9 @@ def read(table: str) -> Response:
     if want_count:
         headers["Preference-Applied"] = f"count={prefs['count']}"
     status = 206 if total is not None and returned < total else 200
-    if SINGLE_OBJECT in request.headers.get("Accept", ""):
-        return _json_response(_singular(body, returned), 200, headers)
-    return _json_response(body, status, headers)
-
-
-def _mutation_response(body: str | None, count: int, representation: bool, created: bool) -> Response:
-    headers = {"Content-Range": f"*/{count}"}
-    if representation:
-        if SINGLE_OBJECT in request.headers.get("Accept", ""):
-            body = _singular(body or "[]", count)
-        return _json_response(body or "[]", 201 if created else 200, headers)
-    response = Response(status=201 if created else 204)
-    response.headers.update(headers)
-    return response
+    if fmt.kind == OBJECT:
+        status = 200
+    return _response(_render(body, returned, fmt, info, query), status, fmt, headers)
 
 
 def _representation(prefs: dict[str, str]) -> bool:
@@ -131,32 +154,68 @@ def _representation(prefs: dict[str, str]) -> bool:
     return wanted == "representation"
 
 
+def _max_affected(prefs: dict[str, str]) -> int | None:
+    """``Prefer: handling=strict, max-affected=N`` (PostgREST 13): more
+    affected rows than N is a 400 and the write is rolled back."""
+    if "max-affected" not in prefs or prefs.get("handling") != "strict":
+        return None
+    return parse_non_negative("max-affected", prefs["max-affected"])
+
+
+def _mutate(info: TableInfo, query: QueryParams, fmt: ResponseFormat, sql: str, params: list[Any],
+            representation: bool, created: bool) -> Response:
+    with tenant_transaction(current_claims(), single_statement=True) as cur:
+        cur.execute(sql, params)
+        result, count = cur.fetchone()
+    headers = {"Content-Range": f"*/{count}"}
+    if representation:
+        return _response(_render(result or "[]", count, fmt, info, query), 201 if created else 200, fmt, headers)
+    response = Response(status=201 if created else 204)
+    response.headers.update(headers)
+    return response
+
+
+def _writable(info: TableInfo, allowed: bool) -> None:
+    if not allowed:
+        raise ApiError(405, "method_not_allowed", f"'{info.name}' is read-only", headers={"Allow": "GET"})
+
+
 @bp.post("/data/<table>")
 @authorize
 def create(table: str) -> Response:
     info = _table(table)
-    if not info.can_insert:
-        raise ApiError(405, "method_not_allowed", f"'{table}' is read-only", headers={"Allow": "GET"})
-    query = _query()
+    _writable(info, info.can_insert)
+    query = _query("POST")
     if query.has_filters:
         raise ApiError(400, "PGRST100", "filters are not allowed on POST")
+    if query.limit is not None or query.offset is not None or query.order:
+        raise ApiError(400, "PGRST100", "limit, offset and order do not apply to POST")
+    prefs = _preferences()
+    resolution = prefs.get("resolution")
+    if resolution is not None and resolution not in RESOLUTIONS:
+        raise ApiError(400, "PGRST122", f"unknown Prefer resolution={resolution!r}",
+                       hint="use resolution=merge-duplicates or resolution=ignore-duplicates")
+    if query.on_conflict is not None and resolution is None:
+        raise ApiError(400, "PGRST100", "on_conflict needs Prefer: resolution=merge-duplicates|ignore-duplicates")
+    missing = prefs.get("missing", "null")
+    if missing not in MISSING:
+        raise ApiError(400, "PGRST122", f"unknown Prefer missing={missing!r}", hint="use missing=default")
+    fmt = negotiate(request.headers.get("Accept"))
     body = json_body((dict, list))
     rows = body if isinstance(body, list) else [body]
     if not rows:
         raise ApiError(400, "PGRST102", "bulk insert needs at least one row")
     if not all(isinstance(row, dict) for row in rows):
         raise ApiError(400, "PGRST102", "every row of a bulk insert must be a JSON object")
-    representation = _representation(_preferences())
-    sql, params = sqlbuild.insert_sql(info, rows, query, representation)
-    with tenant_transaction(current_claims(), single_statement=True) as cur:
-        cur.execute(sql, params)
-        result, count = cur.fetchone()
-    return _mutation_response(result, count, representation, created=True)
+    representation = _representation(prefs)
+    shape = _shape(fmt, representation)  # max-affected is for PATCH and DELETE (PostgREST 13)
+    sql, params = sqlbuild.insert_sql(info, rows, query, shape, missing_default=missing == "default",
+                                      resolution=resolution)
+    return _mutate(info, query, fmt, sql, params, representation, created=True)
 
 
 def _require_filters(query: QueryParams, verb: str) -> None:
-    settings = current_app.config["APPRUN_SETTINGS"]
-    if not query.has_filters and not settings.data_allow_unfiltered_mutations:
+    if not query.has_filters and not _settings().data_allow_unfiltered_mutations:
         raise ApiError(400, "21000", f"{verb} requires a filter",
                        hint="add a filter such as id=eq.<uuid> (APPRUN_DATA_ALLOW_UNFILTERED_MUTATIONS=1 lifts this)")
 
@@ -165,35 +224,33 @@ def _require_filters(query: QueryParams, verb: str) -> None:
 @authorize
 def update(table: str) -> Response:
     info = _table(table)
-    if not info.can_update:
-        raise ApiError(405, "method_not_allowed", f"'{table}' is read-only", headers={"Allow": "GET"})
-    query = _query()
+    _writable(info, info.can_update)
+    query = _query("PATCH")
     _require_filters(query, "UPDATE")
+    prefs = _preferences()
+    fmt = negotiate(request.headers.get("Accept"))
     changes: dict[str, Any] = json_body(dict)
     if not changes:
         raise ApiError(400, "PGRST102", "PATCH body must name at least one column")
-    representation = _representation(_preferences())
-    sql, params = sqlbuild.update_sql(info, changes, query, representation)
-    with tenant_transaction(current_claims(), single_statement=True) as cur:
-        cur.execute(sql, params)
-        result, count = cur.fetchone()
-    return _mutation_response(result, count, representation, created=False)
+    representation = _representation(prefs)
+    shape = _shape(fmt, representation, _max_affected(prefs))
+    sql, params = sqlbuild.update_sql(info, changes, query, shape)
+    return _mutate(info, query, fmt, sql, params, representation, created=False)
 
 
 @bp.delete("/data/<table>")
 @authorize
 def delete(table: str) -> Response:
     info = _table(table)
-    if not info.can_delete:
-        raise ApiError(405, "method_not_allowed", f"'{table}' is read-only", headers={"Allow": "GET"})
-    query = _query()
+    _writable(info, info.can_delete)
+    query = _query("DELETE")
     _require_filters(query, "DELETE")
-    representation = _representation(_preferences())
-    sql, params = sqlbuild.delete_sql(info, query, representation)
-    with tenant_transaction(current_claims(), single_statement=True) as cur:
-        cur.execute(sql, params)
-        result, count = cur.fetchone()
-    return _mutation_response(result, count, representation, created=False)
+    prefs = _preferences()
+    fmt = negotiate(request.headers.get("Accept"))
+    representation = _representation(prefs)
+    shape = _shape(fmt, representation, _max_affected(prefs))
+    sql, params = sqlbuild.delete_sql(info, query, shape)
+    return _mutate(info, query, fmt, sql, params, representation, created=False)
 
 
 def init_app(app: Flask) -> None:
