@@ -58,6 +58,16 @@ class Settings:
 
     # --- HTTP -----------------------------------------------------------
     max_body_bytes: int = 1024 * 1024
+    # JSON bodies nested deeper are refused (400): parsers and serialisers
+    # recurse, and 50,000 levels raised RecursionError.
+    max_json_depth: int = 64
+    # Request line + headers must arrive within this many seconds of their
+    # first byte (slow-header clients); an idle keep-alive connection, or a
+    # read or write stalled this long, is closed.
+    http_header_timeout_s: float = 10.0
+    http_idle_timeout_s: float = 15.0
+    # Total size of the header block; above it the answer is a JSON 431.
+    http_max_header_bytes: int = 32 * 1024
     data_tables: tuple[str, ...] = DEFAULT_DATA_TABLES
     data_read_only_tables: tuple[str, ...] = ("email_outbox", "workflow_executions")
     data_max_rows: int = 1000
@@ -115,7 +125,8 @@ class Settings:
             raise SettingsError(f"APPRUN_JWT_ALGORITHM must be one of {sorted(allowed)}")
         if self.jwt_algorithm == "HS256" and self.jwt_secret and len(self.jwt_secret) < 32:
             raise SettingsError("APPRUN_JWT_SECRET must be at least 32 characters")
-        for name in ("db_pool_size", "jwt_ttl_s", "max_body_bytes", "data_max_rows"):
+        for name in ("db_pool_size", "jwt_ttl_s", "max_body_bytes", "data_max_rows", "max_json_depth",
+                     "http_header_timeout_s", "http_idle_timeout_s", "http_max_header_bytes"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"APPRUN_{name.upper()} must be positive")
 
