@@ -6,6 +6,8 @@ route has to remember it (and none can forget it):
 * NUL bytes (raw or ``%00``) in the path, the query string or any request
   header: PostgreSQL text cannot hold them, and psycopg2 raises a
   ``ValueError`` that used to end as a 500.
+* A chunked body over ``APPRUN_MAX_BODY_BYTES``: 413 (werkzeug reads a
+  chunked body up to the limit and silently drops the rest).
 * Non-ASCII digits in a query value made only of digits (``limit=²``,
   ``fuel=١٢``): ``str.isdigit()`` accepts them and ``int()`` does not (or
   reads them as a number the caller did not type).  Routes that parse a
@@ -16,11 +18,12 @@ and routing see one method and the answer carries GET's headers.
 """
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask, current_app, request
 
 from gateway.errors import ApiError
 
@@ -56,8 +59,28 @@ def _has_nul_header(environ: dict[str, Any]) -> str | None:
     return None
 
 
+def buffer_chunked_body(environ: dict[str, Any], limit: int) -> None:
+    """Read a chunked body now, refusing it (413) above ``limit``; the app
+    then sees an ordinary body with a Content-Length."""
+    stream = environ["wsgi.input"]
+    parts: list[bytes] = []
+    size = 0
+    while size <= limit:
+        data = stream.read(min(64 * 1024, limit + 1 - size))
+        if not data:
+            break
+        parts.append(data)
+        size += len(data)
+    if size > limit:
+        raise ApiError(413, "payload_too_large", f"the request body exceeds {limit} bytes")
+    environ["wsgi.input"] = io.BytesIO(b"".join(parts))
+    environ["CONTENT_LENGTH"] = str(size)
+    environ.pop("HTTP_TRANSFER_ENCODING", None)
+
+
 def check_request() -> None:
-    """Flask ``before_request`` hook: refuse NUL bytes and non-ASCII digits."""
+    """Flask ``before_request`` hook: refuse NUL bytes and non-ASCII digits,
+    bound chunked bodies."""
     environ = request.environ
     if "\x00" in environ.get("PATH_INFO", ""):
         raise invalid_input("the request path contains a NUL byte")
@@ -74,6 +97,8 @@ def check_request() -> None:
         for key, value in request.args.items(multi=True):
             if value.isdigit() and not value.isascii():
                 raise invalid_input(f"'{key}' must be written in ASCII digits", details=f"got {value!r}")
+    if "CONTENT_LENGTH" not in environ and environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
+        buffer_chunked_body(environ, current_app.config["APPRUN_SETTINGS"].max_body_bytes)
 
 
 class HeadAsGet:

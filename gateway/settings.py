@@ -65,7 +65,7 @@ class Settings:
     # first byte (slow-header clients); an idle keep-alive connection, or a
     # read or write stalled this long, is closed.
     http_header_timeout_s: float = 10.0
-    http_idle_timeout_s: float = 15.0
+    http_idle_timeout_s: float = 20.0
     # Total size of the header block; above it the answer is a JSON 431.
     http_max_header_bytes: int = 32 * 1024
     data_tables: tuple[str, ...] = DEFAULT_DATA_TABLES
