@@ -36,6 +36,8 @@ import gevent
 from gevent.pywsgi import MAX_REQUEST_LINE, Input, WSGIHandler, headers_factory
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from gateway.settings import Settings
+
 log = logging.getLogger("gateway.http")
 
 # A request body the app did not read is drained (to keep the connection
@@ -149,10 +151,10 @@ class StrictWSGIHandler(WSGIHandler):
     """Set ``header_timeout_s``, ``idle_timeout_s``, ``max_header_bytes`` and
     ``max_body_bytes`` on a subclass (see :func:`handler_class`)."""
 
-    header_timeout_s = 10.0
-    idle_timeout_s = 20.0
-    max_header_bytes = 32 * 1024
-    max_body_bytes = 1024 * 1024
+    header_timeout_s: float = Settings.http_header_timeout_s
+    idle_timeout_s: float = Settings.http_idle_timeout_s
+    max_header_bytes: int = Settings.http_max_header_bytes
+    max_body_bytes: int = Settings.max_body_bytes
     _request_started = 0.0
     _in_response = False
 
@@ -250,7 +252,7 @@ class StrictWSGIHandler(WSGIHandler):
             pass
 
 
-def handler_class(settings: Any, base: type[StrictWSGIHandler] = StrictWSGIHandler) -> type[StrictWSGIHandler]:
+def handler_class(settings: Settings, base: type[StrictWSGIHandler] = StrictWSGIHandler) -> type[StrictWSGIHandler]:
     """A handler class configured from the gateway's Settings."""
     return type("ConfiguredWSGIHandler", (base,), {
         "header_timeout_s": settings.http_header_timeout_s,
