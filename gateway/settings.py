@@ -52,6 +52,15 @@ class Settings:
     # Native threads for argon2: more than the core count buys no speed and
     # each one keeps its own malloc arena (see auth/passwords.py).
     password_hash_threads: int = 2
+    # Login throttling (auth/throttle.py): failures allowed per account and
+    # per client address before 429s with doubling delays; attempts at once
+    # for a key that failed recently; failures forgotten after the window.
+    login_account_free_failures: int = 5
+    login_address_free_failures: int = 20
+    login_delay_base_s: float = 1.0
+    login_delay_max_s: float = 60.0
+    login_failure_window_s: float = 900.0
+    login_concurrent_attempts: int = 1
     # Casbin files; empty means the ones shipped in gateway/rbac/.
     rbac_model_file: str = ""
     rbac_policy_file: str = ""
@@ -126,7 +135,9 @@ class Settings:
         if self.jwt_algorithm == "HS256" and self.jwt_secret and len(self.jwt_secret) < 32:
             raise SettingsError("APPRUN_JWT_SECRET must be at least 32 characters")
         for name in ("db_pool_size", "jwt_ttl_s", "max_body_bytes", "data_max_rows", "max_json_depth",
-                     "http_header_timeout_s", "http_idle_timeout_s", "http_max_header_bytes"):
+                     "http_header_timeout_s", "http_idle_timeout_s", "http_max_header_bytes",
+                     "login_account_free_failures", "login_address_free_failures", "login_delay_base_s",
+                     "login_delay_max_s", "login_failure_window_s", "login_concurrent_attempts"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"APPRUN_{name.upper()} must be positive")
 
