@@ -1,5 +1,8 @@
 """One typed settings object, filled from ``APPRUN_*`` environment variables.
 
+``read_env``/``typed_fields``/``parse_bool`` below are the one loader for
+every ``APPRUN_*`` dataclass: the stack's ``StackConfig`` uses them too.
+
 ``create_app(config)`` accepts a mapping with the same field names (lower
 case, without the prefix) so tests can configure the app without touching
 the environment.
@@ -9,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 ENV_PREFIX = "APPRUN_"
@@ -104,22 +108,11 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
-        environ = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            key = ENV_PREFIX + f.name.upper()
-            if f.name != "extra" and key in environ:
-                values[f.name] = environ[key]
-        return cls.from_mapping(values)
+        return cls.from_mapping(read_env(cls, environ))
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "Settings":
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise SettingsError(f"unknown setting(s): {', '.join(unknown)}")
-        converted = {name: _convert(known[name], value) for name, value in values.items()}
-        settings = cls(**converted)
+        settings = cls(**typed_fields(cls, values))
         settings.validate()
         return settings
 
@@ -142,23 +135,64 @@ class Settings:
                 raise SettingsError(f"APPRUN_{name.upper()} must be positive")
 
 
-def _convert(f: dataclasses.Field, value: Any) -> Any:
-    """Convert an environment string (or a test's value) to the field type."""
-    if not isinstance(value, str):
-        return tuple(value) if f.type == "tuple[str, ...]" and not isinstance(value, tuple) else value
-    kind = f.type
+# --- the one loader for APPRUN_* dataclasses (Settings, stack's StackConfig) --
+
+_TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+_FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+def parse_bool(text: str) -> bool:
+    """The one boolean reader: a typo is an error, never a silent False."""
+    lowered = text.strip().lower()
+    if lowered in _TRUE_WORDS:
+        return True
+    if lowered in _FALSE_WORDS:
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def read_env(cls: type, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``APPRUN_<FIELD>`` values present in ``environ`` for the fields of
+    the dataclass ``cls``, still as strings."""
+    environ = os.environ if environ is None else environ
+    names = (f.name for f in dataclasses.fields(cls) if f.name != "extra")
+    return {name: environ[ENV_PREFIX + name.upper()] for name in names if ENV_PREFIX + name.upper() in environ}
+
+
+def typed_fields(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` (environment strings or a test's Python values) converted
+    to the types of the dataclass ``cls``'s fields; unknown names refused."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise SettingsError(f"unknown setting(s): {', '.join(unknown)}")
+    return {name: convert(name, str(known[name].type), value) for name, value in values.items()}
+
+
+def convert(name: str, kind: str, value: Any) -> Any:
+    """Convert one value to the field type named ``kind`` (annotations are
+    strings under ``from __future__ import annotations``)."""
     try:
-        if kind == "int":
-            return int(value)
-        if kind == "float":
+        if isinstance(value, str):
+            if kind == "int":
+                return int(value)
+            if kind == "float":
+                return float(value)
+            if kind == "bool":
+                return parse_bool(value)
+            if kind == "tuple[str, ...]":
+                return tuple(part.strip() for part in value.split(",") if part.strip())
+            if kind == "Path":
+                return Path(value)
+            return value
+        if kind == "tuple[str, ...]" and not isinstance(value, tuple):
+            return tuple(value)
+        if kind == "Path":
+            return Path(value)
+        if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
-        if kind == "bool":
-            lowered = value.strip().lower()
-            if lowered not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
-                raise ValueError(value)
-            return lowered in {"1", "true", "yes", "on"}
-        if kind == "tuple[str, ...]":
-            return tuple(part.strip() for part in value.split(",") if part.strip())
-    except ValueError as exc:
-        raise SettingsError(f"{ENV_PREFIX}{f.name.upper()}: cannot read {value!r} as {kind}") from exc
-    return value
+        if kind == "str":
+            return str(value)
+        return value
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"{ENV_PREFIX}{name.upper()}: cannot read {value!r} as {kind}") from exc
