@@ -66,7 +66,10 @@ def buffer_chunked_body(environ: dict[str, Any], limit: int) -> None:
     parts: list[bytes] = []
     size = 0
     while size <= limit:
-        data = stream.read(min(64 * 1024, limit + 1 - size))
+        try:
+            data = stream.read(min(64 * 1024, limit + 1 - size))
+        except (OSError, ValueError):  # bad chunk framing, reset, stalled past the idle timeout
+            raise ApiError(400, "bad_request", "the chunked request body is malformed or incomplete") from None
         if not data:
             break
         parts.append(data)

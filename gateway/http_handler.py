@@ -125,7 +125,11 @@ class BoundedInput(Input):
         self.abandoned = False
 
     def _chunked_read(self, length: int | None = None, use_readline: bool = False) -> bytes:
-        data = super()._chunked_read(length, use_readline)
+        try:
+            data = super()._chunked_read(length, use_readline)
+        except (OSError, ValueError):
+            self.abandoned = True  # the stream is out of sync: never read another request from it
+            raise
         self.received += len(data)
         if self.received > self.max_body_bytes:
             self.abandoned = True

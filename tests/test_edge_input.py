@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 
 import pytest
@@ -148,3 +149,18 @@ def test_real_bugs_still_answer_500_without_internals(app_config, caplog) -> Non
     assert response.status_code == 500 and body.keys() == SHAPE and body["code"] == "internal_error"
     assert "secret internal detail" not in response.get_data(as_text=True)
     assert any(r.exc_info and "secret internal detail" in str(r.exc_info[1]) for r in caplog.records)
+
+
+def test_client_errors_leave_no_traceback_in_the_server_log(running_stack, gateway_url) -> None:
+    """Through the real gevent server, where argon2 runs on a thread pool
+    that logged a traceback for every wrong password."""
+    config, _ = running_stack
+    log_path = config.logs_dir / "gateway.log"
+    before = log_path.read_text(errors="replace").count("Traceback")
+    for body in ({"email": f"nobody-{uuid.uuid4().hex[:8]}@test.com", "password": "wrong-password"},
+                 {"email": "bob\u0000@test.com", "password": "wrong-password"}):
+        response = requests.post(gateway_url + "/auth/login", json=body, timeout=10)
+        assert response.status_code in (400, 401) and response.json().keys() == SHAPE
+    assert requests.get(gateway_url + "/data/products?limit=\u00b2", timeout=10).status_code in (400, 401)
+    time.sleep(0.5)  # the pool reports asynchronously
+    assert log_path.read_text(errors="replace").count("Traceback") == before

@@ -108,6 +108,11 @@ def test_chunked_body_under_the_limit_still_works(gateway_url) -> None:
     assert statuses(stream) == [401, 200], stream[:300]
 
 
+def test_malformed_chunks_are_a_client_error(gateway_url) -> None:
+    stream, closed = exchange(gateway_url, post_login(b"Transfer-Encoding: chunked\r\n", b"zz\r\n{}\r\n0\r\n\r\n"))
+    assert statuses(stream) == [400] and closed, stream[:300]
+
+
 def test_oversized_header_gets_the_json_error_shape(gateway_url) -> None:
     request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n"
     stream, closed = exchange(gateway_url, request)
