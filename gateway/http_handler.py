@@ -23,17 +23,17 @@ Import this module only after gevent's monkey-patching.
 """
 from __future__ import annotations
 
+import email.parser
 import json
 import logging
 import re
 import socket
 import time
 from http import client
-from io import BytesIO
 from typing import Any
 
 import gevent
-from gevent.pywsgi import MAX_REQUEST_LINE, Input, WSGIHandler, headers_factory
+from gevent.pywsgi import MAX_REQUEST_LINE, Input, OldMessage, WSGIHandler
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from gateway.settings import Settings
@@ -43,6 +43,7 @@ log = logging.getLogger("gateway.http")
 # A request body the app did not read is drained (to keep the connection
 # alive) only when this small; otherwise the connection is closed.
 DRAIN_LIMIT_BYTES = 64 * 1024
+MAX_HEADER_LINES = 100  # http.client's limit, which pywsgi relied on
 # After refusing a request, read (and drop) what the client is still
 # sending for this long before closing: closing with unread input sends a
 # TCP reset, which can destroy the error response before the client reads it.
@@ -93,6 +94,14 @@ def read_header_block(rfile: Any, max_bytes: int) -> bytes:
         if not _HEADER_LINE.match(line):
             raise RequestRejected(400, "bad_request", "malformed header line")
         lines.append(line)
+        if len(lines) > MAX_HEADER_LINES:
+            raise RequestRejected(431, "header_too_large", f"more than {MAX_HEADER_LINES} header lines")
+
+
+def parse_header_block(block: bytes) -> client.HTTPMessage:
+    """The header lines as pywsgi's message class (what ``http.client.
+    parse_headers`` does after reading the lines, which is done above)."""
+    return email.parser.Parser(_class=OldMessage).parsestr(block.decode("iso-8859-1"))
 
 
 def check_framing(headers: client.HTTPMessage) -> None:
@@ -193,11 +202,7 @@ class StrictWSGIHandler(WSGIHandler):
             return super().read_request(raw_requestline)
 
     def MessageClass(self, rfile: Any, *args: Any) -> client.HTTPMessage:
-        block = read_header_block(rfile, self.max_header_bytes)
-        try:
-            headers = headers_factory(BytesIO(block + b"\r\n"))
-        except client.HTTPException as exc:  # e.g. more than 100 headers
-            raise RequestRejected(431, "header_too_large", str(exc)) from None
+        headers = parse_header_block(read_header_block(rfile, self.max_header_bytes))
         check_framing(headers)
         return headers
 

@@ -113,12 +113,20 @@ def test_malformed_chunks_are_a_client_error(gateway_url) -> None:
     assert statuses(stream) == [400] and closed, stream[:300]
 
 
-def test_oversized_header_gets_the_json_error_shape(gateway_url) -> None:
-    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n"
-    stream, closed = exchange(gateway_url, request)
+@pytest.mark.parametrize("headers", [b"X-Big: " + b"a" * 70_000 + b"\r\n",
+                                     b"".join(b"X-%d: y\r\n" % i for i in range(150))],
+                         ids=["70KB-header", "150-headers"])
+def test_oversized_headers_get_the_json_error_shape(gateway_url, headers: bytes) -> None:
+    stream, closed = exchange(gateway_url, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
     assert statuses(stream) == [431], stream[:300]
     assert first_json_body(stream).keys() == SHAPE
     assert closed
+
+
+def test_overlong_request_line_gets_the_json_error_shape(gateway_url) -> None:
+    stream, closed = exchange(gateway_url, b"GET /healthz?" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert statuses(stream) == [414], stream[:300]
+    assert first_json_body(stream).keys() == SHAPE
 
 
 def test_head_answers_like_get_without_a_body(gateway_url, tokens) -> None:
