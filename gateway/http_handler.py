@@ -145,6 +145,12 @@ class BoundedInput(Input):
             raise RequestEntityTooLarge(f"the request body exceeds {self.max_body_bytes} bytes")
         return data
 
+    def will_abandon(self) -> bool:
+        """Whether what the app left unread is too much to drain."""
+        if self.abandoned or (self.chunked_input and self.received > self.max_body_bytes):
+            return True
+        return not self.chunked_input and (self.content_length or 0) - self.position > DRAIN_LIMIT_BYTES
+
     def _discard(self) -> None:
         if self.abandoned:
             return
@@ -223,6 +229,13 @@ class StrictWSGIHandler(WSGIHandler):
         if isinstance(self.wsgi_input, BoundedInput) and self.wsgi_input.abandoned:
             self.close_connection = True  # the unread body would parse as the next request
             self._linger()
+
+    def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        # Tell the client now, in this response, that the connection ends
+        # here, so that it does not send its next request on it.
+        if isinstance(self.wsgi_input, BoundedInput) and self.wsgi_input.will_abandon():
+            headers = [*headers, ("Connection", "close")]
+        return super().start_response(status, headers, exc_info)
 
     def _handle_client_error(self, ex: BaseException) -> None:  # type: ignore[override]
         if self._in_response:

@@ -101,6 +101,17 @@ def test_chunked_body_over_the_limit_is_413(gateway_url) -> None:
     assert closed
 
 
+def test_a_large_unread_body_closes_the_connection_and_says_so(gateway_url) -> None:
+    """A 401 before the body is read: the body is not drained (it could be
+    endless), and the response says Connection: close."""
+    body = b"{" + b" " * 200_000 + b"}"
+    request = (b"POST /data/products HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(body)) + body
+    stream, closed = exchange(gateway_url, request + SMUGGLED)
+    assert statuses(stream) == [401] and closed, stream[:300]
+    assert b"connection: close" in stream.partition(b"\r\n\r\n")[0].lower()
+
+
 def test_chunked_body_under_the_limit_still_works(gateway_url) -> None:
     payload = b'{"email":"bob@test.com","password":"wrong-password"}'
     request = post_login(b"Transfer-Encoding: chunked\r\n", b"%x\r\n%s\r\n0\r\n\r\n" % (len(payload), payload))
@@ -127,6 +138,7 @@ def test_overlong_request_line_gets_the_json_error_shape(gateway_url) -> None:
     stream, closed = exchange(gateway_url, b"GET /healthz?" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
     assert statuses(stream) == [414], stream[:300]
     assert first_json_body(stream).keys() == SHAPE
+    assert closed
 
 
 def test_head_answers_like_get_without_a_body(gateway_url, tokens) -> None:
