@@ -16,8 +16,9 @@ oversized header with an empty 400.  This handler:
   request's first byte, a deadline (JSON 408);
 * closes a connection idle, or stalled in a read or write, longer than the
   idle timeout (a socket timeout);
-* counts chunked bodies against the body limit (413 from the app) and never
-  drains a large unread body: the connection is closed instead.
+* bounds chunked bodies (the app answers 413, see ``gateway/edge.py``) and
+  never drains a large unread body: that response says ``Connection:
+  close`` and the connection is closed.
 
 Import this module only after gevent's monkey-patching.
 """
@@ -36,6 +37,7 @@ import gevent
 from gevent.pywsgi import MAX_REQUEST_LINE, Input, OldMessage, WSGIHandler
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from gateway.errors import ApiError
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.http")
@@ -69,7 +71,7 @@ class RequestRejected(ValueError):
 
 def error_bytes(status: int, code: str, message: str) -> bytes:
     """A whole HTTP response in the gateway's JSON error shape."""
-    body = json.dumps({"code": code, "message": message, "details": None, "hint": None}).encode()
+    body = json.dumps(ApiError(status, code, message).body()).encode()
     head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
             "Content-Type: application/json\r\nConnection: close\r\n"
             f"Content-Length: {len(body)}\r\n\r\n")
