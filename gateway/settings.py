@@ -127,12 +127,20 @@ class Settings:
             raise SettingsError(f"APPRUN_JWT_ALGORITHM must be one of {sorted(allowed)}")
         if self.jwt_algorithm == "HS256" and self.jwt_secret and len(self.jwt_secret) < 32:
             raise SettingsError("APPRUN_JWT_SECRET must be at least 32 characters")
-        for name in ("db_pool_size", "jwt_ttl_s", "max_body_bytes", "data_max_rows", "max_json_depth",
-                     "http_header_timeout_s", "http_idle_timeout_s", "http_max_header_bytes",
-                     "login_account_free_failures", "login_address_free_failures", "login_delay_base_s",
-                     "login_delay_max_s", "login_failure_window_s", "login_concurrent_attempts"):
+        for name in ("db_pool_size", "jwt_ttl_s", "max_body_bytes", "data_max_rows"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"APPRUN_{name.upper()} must be positive")
+        for name in _POSITIVE_EDGE_SETTINGS:
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"APPRUN_{name.upper()} must be positive")
+
+
+# Limits of the HTTP edge and of login throttling (0 would disable a guard).
+_POSITIVE_EDGE_SETTINGS = (
+    "max_json_depth", "http_header_timeout_s", "http_idle_timeout_s", "http_max_header_bytes",
+    "login_account_free_failures", "login_address_free_failures", "login_delay_base_s", "login_delay_max_s",
+    "login_failure_window_s", "login_concurrent_attempts",
+)
 
 
 # --- the one loader for APPRUN_* dataclasses (Settings, stack's StackConfig) --
