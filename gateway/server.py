@@ -6,6 +6,8 @@
 * ``--workers N`` (or APPRUN_GATEWAY_WORKERS) starts N serving processes
   sharing the port through SO_REUSEPORT; this parent only supervises them
   and forwards SIGTERM/SIGINT.
+* Requests are read by ``gateway.http_handler.StrictWSGIHandler``: strict
+  framing, header deadline, idle timeout, header and chunked-body limits.
 """
 from __future__ import annotations
 
@@ -78,26 +80,27 @@ def serve(args: argparse.Namespace) -> int:
 
     psycogreen.gevent.patch_psycopg()
     import gevent
-    from gevent.pywsgi import WSGIHandler, WSGIServer
+    from gevent.pywsgi import WSGIServer
 
     from gateway.app import create_app
+    from gateway.http_handler import StrictWSGIHandler, handler_class
 
     class NoDelayWSGIServer(WSGIServer):
         def wrap_socket_and_handle(self, client_socket, address):  # type: ignore[override]
             client_socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             return super().wrap_socket_and_handle(client_socket, address)
 
-    class UnloggedHandler(WSGIHandler):
+    class UnloggedHandler(StrictWSGIHandler):
         # pywsgi formats an access-log line (datetime, %-formatting) for every
         # request even when it is thrown away; without --access-log skip it.
         def log_request(self) -> None:
             pass
 
     app = create_app()
+    handler = handler_class(app.config["APPRUN_SETTINGS"], StrictWSGIHandler if args.access_log else UnloggedHandler)
     listener = make_listener(args.host, args.port, args.reuse_port)
     server = NoDelayWSGIServer(listener, app, log="default" if args.access_log else None,
-                               error_log=logging.getLogger("gateway.wsgi"),
-                               handler_class=WSGIHandler if args.access_log else UnloggedHandler)
+                               error_log=logging.getLogger("gateway.wsgi"), handler_class=handler)
 
     def _stop() -> None:
         log.info("stopping (pid %s)", os.getpid())

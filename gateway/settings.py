@@ -1,5 +1,8 @@
 """One typed settings object, filled from ``APPRUN_*`` environment variables.
 
+``read_env``/``typed_fields``/``parse_bool`` below are the one loader for
+every ``APPRUN_*`` dataclass: the stack's ``StackConfig`` uses them too.
+
 ``create_app(config)`` accepts a mapping with the same field names (lower
 case, without the prefix) so tests can configure the app without touching
 the environment.
@@ -9,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 ENV_PREFIX = "APPRUN_"
@@ -55,12 +59,31 @@ class Settings:
     # Native threads for argon2: more than the core count buys no speed and
     # each one keeps its own malloc arena (see auth/passwords.py).
     password_hash_threads: int = 2
+    # Login throttling (auth/throttle.py): failures allowed per account and
+    # per client address before 429s with doubling delays; attempts at once
+    # for a key that failed recently; failures forgotten after the window.
+    login_account_free_failures: int = 5
+    login_address_free_failures: int = 20
+    login_delay_base_s: float = 1.0
+    login_delay_max_s: float = 60.0
+    login_failure_window_s: float = 900.0
+    login_concurrent_attempts: int = 1
     # Casbin files; empty means the ones shipped in gateway/rbac/.
     rbac_model_file: str = ""
     rbac_policy_file: str = ""
 
     # --- HTTP -----------------------------------------------------------
     max_body_bytes: int = 1024 * 1024
+    # JSON bodies nested deeper are refused (400): parsers and serialisers
+    # recurse, and 50,000 levels raised RecursionError.
+    max_json_depth: int = 64
+    # Request line + headers must arrive within this many seconds of their
+    # first byte (slow-header clients); an idle keep-alive connection, or a
+    # read or write stalled this long, is closed.
+    http_header_timeout_s: float = 10.0
+    http_idle_timeout_s: float = 20.0
+    # Total size of the header block; above it the answer is a JSON 431.
+    http_max_header_bytes: int = 32 * 1024
     data_tables: tuple[str, ...] = DEFAULT_DATA_TABLES
     data_read_only_tables: tuple[str, ...] = ("email_outbox", "workflow_executions")
     data_max_rows: int = 1000
@@ -113,22 +136,11 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
-        environ = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            key = ENV_PREFIX + f.name.upper()
-            if f.name != "extra" and key in environ:
-                values[f.name] = environ[key]
-        return cls.from_mapping(values)
+        return cls.from_mapping(read_env(cls, environ))
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "Settings":
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise SettingsError(f"unknown setting(s): {', '.join(unknown)}")
-        converted = {name: _convert(known[name], value) for name, value in values.items()}
-        settings = cls(**converted)
+        settings = cls(**typed_fields(cls, values))
         settings.validate()
         return settings
 
@@ -147,25 +159,77 @@ class Settings:
                      "data_max_logic_depth", "data_max_response_bytes"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"APPRUN_{name.upper()} must be positive")
+        for name in _POSITIVE_EDGE_SETTINGS:
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"APPRUN_{name.upper()} must be positive")
 
 
-def _convert(f: dataclasses.Field, value: Any) -> Any:
-    """Convert an environment string (or a test's value) to the field type."""
-    if not isinstance(value, str):
-        return tuple(value) if f.type == "tuple[str, ...]" and not isinstance(value, tuple) else value
-    kind = f.type
+# Limits of the HTTP edge and of login throttling (0 would disable a guard).
+_POSITIVE_EDGE_SETTINGS = (
+    "max_json_depth", "http_header_timeout_s", "http_idle_timeout_s", "http_max_header_bytes",
+    "login_account_free_failures", "login_address_free_failures", "login_delay_base_s", "login_delay_max_s",
+    "login_failure_window_s", "login_concurrent_attempts",
+)
+
+
+# --- the one loader for APPRUN_* dataclasses (Settings, stack's StackConfig) --
+
+_TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+_FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+def parse_bool(text: str) -> bool:
+    """The one boolean reader: a typo is an error, never a silent False."""
+    lowered = text.strip().lower()
+    if lowered in _TRUE_WORDS:
+        return True
+    if lowered in _FALSE_WORDS:
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def read_env(cls: type, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``APPRUN_<FIELD>`` values present in ``environ`` for the fields of
+    the dataclass ``cls``, still as strings."""
+    environ = os.environ if environ is None else environ
+    names = (f.name for f in dataclasses.fields(cls) if f.name != "extra")
+    return {name: environ[ENV_PREFIX + name.upper()] for name in names if ENV_PREFIX + name.upper() in environ}
+
+
+def typed_fields(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` (environment strings or a test's Python values) converted
+    to the types of the dataclass ``cls``'s fields; unknown names refused."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise SettingsError(f"unknown setting(s): {', '.join(unknown)}")
+    return {name: convert(name, str(known[name].type), value) for name, value in values.items()}
+
+
+def convert(name: str, kind: str, value: Any) -> Any:
+    """Convert one value to the field type named ``kind`` (annotations are
+    strings under ``from __future__ import annotations``)."""
     try:
-        if kind == "int":
-            return int(value)
-        if kind == "float":
+        if isinstance(value, str):
+            if kind == "int":
+                return int(value)
+            if kind == "float":
+                return float(value)
+            if kind == "bool":
+                return parse_bool(value)
+            if kind == "tuple[str, ...]":
+                return tuple(part.strip() for part in value.split(",") if part.strip())
+            if kind == "Path":
+                return Path(value)
+            return value
+        if kind == "tuple[str, ...]" and not isinstance(value, tuple):
+            return tuple(value)
+        if kind == "Path":
+            return Path(value)
+        if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
-        if kind == "bool":
-            lowered = value.strip().lower()
-            if lowered not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
-                raise ValueError(value)
-            return lowered in {"1", "true", "yes", "on"}
-        if kind == "tuple[str, ...]":
-            return tuple(part.strip() for part in value.split(",") if part.strip())
-    except ValueError as exc:
-        raise SettingsError(f"{ENV_PREFIX}{f.name.upper()}: cannot read {value!r} as {kind}") from exc
-    return value
+        if kind == "str":
+            return str(value)
+        return value
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"{ENV_PREFIX}{name.upper()}: cannot read {value!r} as {kind}") from exc

@@ -1,10 +1,12 @@
-"""Stack settings from ``APPRUN_*`` variables (see the README's table)."""
+"""Stack settings from ``APPRUN_*`` variables (see the README's table),
+read by the gateway's one loader (``gateway.settings.read_env``)."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
+
+from gateway.settings import read_env, typed_fields
 
 
 @dataclass(frozen=True)
@@ -27,30 +29,11 @@ class StackConfig:
     @classmethod
     def from_env(cls, overrides: Mapping[str, Any] | None = None,
                  environ: Mapping[str, str] | None = None) -> "StackConfig":
-        environ = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            key = "APPRUN_" + f.name.upper()
-            if key in environ:
-                values[f.name] = environ[key]
+        """``APPRUN_*`` variables from ``environ`` (default: the process's),
+        then ``overrides`` (field names, Python or string values)."""
+        values: dict[str, Any] = read_env(cls, environ)
         values.update(overrides or {})
-        converted: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name not in values:
-                continue
-            raw = values[f.name]
-            if f.type == "int":
-                converted[f.name] = int(raw)
-            elif f.type == "float":
-                converted[f.name] = float(raw)
-            elif f.type == "bool":
-                converted[f.name] = raw if isinstance(raw, bool) else str(raw).lower() in ("1", "true", "yes", "on")
-            elif f.type == "Path":
-                converted[f.name] = Path(raw)
-            else:
-                converted[f.name] = str(raw)
-        config = cls(**converted)
-        return config.resolved()
+        return cls(**typed_fields(cls, values)).resolved()
 
     def resolved(self) -> "StackConfig":
         values = {f.name: getattr(self, f.name) for f in fields(self)}

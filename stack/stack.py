@@ -3,6 +3,11 @@
 ``.apprun/stack.json`` records the URLs and the PID (with start time) of
 every process ``up`` started; ``down`` stops exactly those.  ``up`` is
 idempotent: services already running are kept, missing ones are started.
+
+The state directory holds secrets: the gateway role's database password
+(in ``stack.json``'s database URL and in ``secrets.json``), the PostgreSQL
+superuser password and the JWT secret.  It is made private (0700) and those
+files 0600 on every command, also when they already exist with wider modes.
 """
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import fcntl
 import json
 import os
 import secrets
+import stat
 import sys
 import urllib.request
 from dataclasses import dataclass, field
@@ -55,16 +61,60 @@ class StackState:
                    data.get("temporal_ui_url", ""), data.get("state_dir", ""), processes)
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n")
-        tmp.replace(path)
+        write_private(path, json.dumps(self.to_json(), indent=2) + "\n")
+
+
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_DIR_MODE = 0o700
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace ``path`` atomically with a file only its owner can read."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+    with os.fdopen(fd, "w") as handle:
+        os.fchmod(handle.fileno(), PRIVATE_FILE_MODE)  # an old .tmp keeps its mode otherwise
+        handle.write(text)
+    tmp.replace(path)
+
+
+def secure_state_dir(config: StackConfig) -> None:
+    """The state directory 0700 and its secret files 0600, whatever they were.
+
+    As root, PostgreSQL runs as the system user ``apprun-pg``, which must
+    traverse the directory to reach ``pgdata`` (its own, 0700): the
+    directory then belongs to that user's group with mode 0710, so no other
+    user can enter it either."""
+    state_dir = config.state_dir
+    state_dir.mkdir(parents=True, exist_ok=True)
+    group_gid = _postgres_group_gid(config)
+    if group_gid is None:
+        state_dir.chmod(PRIVATE_DIR_MODE)
+    else:
+        os.chown(state_dir, -1, group_gid)
+        state_dir.chmod(PRIVATE_DIR_MODE | stat.S_IXGRP)
+    for name in ("stack.json", "secrets.json"):
+        path = state_dir / name
+        if path.exists():
+            path.chmod(PRIVATE_FILE_MODE)
+
+
+def _postgres_group_gid(config: StackConfig) -> int | None:
+    if config.database_url:
+        return None  # no embedded PostgreSQL
+    user = postgres.run_as_user()
+    if user is None:
+        return None
+    import pwd
+
+    return pwd.getpwnam(user).pw_gid
 
 
 @contextlib.contextmanager
 def _locked(config: StackConfig) -> Iterator[None]:
     """One stack command at a time per state directory."""
-    config.state_dir.mkdir(parents=True, exist_ok=True)
+    secure_state_dir(config)
     with open(config.state_dir / ".lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
@@ -81,9 +131,7 @@ def load_secrets(config: StackConfig) -> dict[str, str]:
             stored[key] = secrets.token_urlsafe(32)
             changed = True
     if changed:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(json.dumps(stored, indent=2))
+        write_private(path, json.dumps(stored, indent=2))
     return stored
 
 
@@ -160,6 +208,8 @@ def _up_services(config: StackConfig, state: StackState, keys: dict[str, str],
             record(postgres.start(config, keys["pg_superuser_password"]))
         else:
             log(f"postgres already running (pid {state.processes['postgres'].pid})")
+        # Starting PostgreSQL as root may open the directory for its user.
+        secure_state_dir(config)
         database.ensure_database(server_url, config.database_name)
     owner_url = database.with_credentials(server_url, *_credentials(server_url), database=config.database_name) \
         if not config.database_url else config.database_url

@@ -30,8 +30,14 @@ class PasswordService:
 
     def verify(self, password_hash: str | None, password: str) -> bool:
         target = password_hash or self._dummy_hash
+        ok = self._pool.apply(self._verify_in_thread, target, password)
+        return ok and password_hash is not None
+
+    def _verify_in_thread(self, password_hash: str, password: str) -> bool:
+        # A mismatch must not leave the pool as an exception: gevent's
+        # thread pool logs a full traceback for each one (a traceback per
+        # wrong password, issue 11).
         try:
-            ok = self._pool.apply(self._hasher.verify, target, password)
+            return bool(self._hasher.verify(password_hash, password))
         except (VerificationError, InvalidHashError):
             return False
-        return bool(ok) and password_hash is not None

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import re
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from gateway.auth.identity import current_claims
 from gateway.auth.passwords import PasswordService
+from gateway.auth.throttle import LoginThrottle, ThrottlePolicy
 from gateway.auth.tokens import TokenService
 from gateway.bodies import json_body, string_field
 from gateway.db import plain_cursor, tenant_transaction
 from gateway.errors import ApiError
 from gateway.rbac.enforcer import authorize
+from gateway.settings import Settings
 
 bp = Blueprint("auth", __name__)
 
@@ -41,12 +43,17 @@ def login() -> Response:
     body = json_body()
     email = string_field(body, "email")
     password = string_field(body, "password", max_length=MAX_PASSWORD_LENGTH)
-    with plain_cursor() as cur:
-        cur.execute("SELECT id, tenant_id, email, role, password_hash FROM auth_lookup_user(%s)", (email,))
-        row = cur.fetchone()
-    passwords: PasswordService = current_app.extensions["apprun.passwords"]
-    if not passwords.verify(row[4] if row else None, password):
-        raise ApiError(401, "invalid_credentials", "invalid email or password")
+    throttle: LoginThrottle = current_app.extensions["apprun.login_throttle"]
+    # The client address is the TCP peer: X-Forwarded-For is not trusted.
+    with throttle.attempt(email, request.remote_addr or "") as attempt:
+        with plain_cursor() as cur:
+            cur.execute("SELECT id, tenant_id, email, role, password_hash FROM auth_lookup_user(%s)", (email,))
+            row = cur.fetchone()
+        passwords: PasswordService = current_app.extensions["apprun.passwords"]
+        if not passwords.verify(row[4] if row else None, password):
+            attempt.failed()
+            raise ApiError(401, "invalid_credentials", "invalid email or password")
+        attempt.succeeded()
     user_id, tenant_id, email, role, _ = row
     return _token_response(str(user_id), str(tenant_id), role, email)
 
@@ -99,4 +106,13 @@ def init_app(app) -> None:
     app.extensions["apprun.passwords"] = PasswordService(
         settings.password_hash_time_cost, settings.password_hash_memory_kib, settings.password_hash_threads
     )
+    app.extensions["apprun.login_throttle"] = login_throttle(settings)
     app.register_blueprint(bp)
+
+
+def login_throttle(settings: Settings) -> LoginThrottle:
+    def policy(free_failures: int) -> ThrottlePolicy:
+        return ThrottlePolicy(free_failures, settings.login_delay_base_s, settings.login_delay_max_s,
+                              settings.login_failure_window_s, settings.login_concurrent_attempts)
+
+    return LoginThrottle(policy(settings.login_account_free_failures), policy(settings.login_address_free_failures))

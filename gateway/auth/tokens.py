@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import threading
 import time
 import uuid
@@ -27,6 +28,7 @@ from gateway.settings import Settings
 
 REQUIRED_CLAIMS = ("exp", "iat", "sub", "tenant_id", "role")
 RSA_KEY_BITS = 2048
+PRIVATE_KEY_MODE = 0o600
 
 
 class TokenError(ApiError):
@@ -141,11 +143,15 @@ def _b64_int(value: int) -> str:
 
 def _load_or_create_private_key(path: str, algorithm: str) -> Any:
     """Load the PEM private key; when the file does not exist yet, create
-    one (0600) so a dev setup works with no manual key generation."""
+    one so a dev setup works with no manual key generation.  The file is
+    kept 0600 (an existing one readable by others is tightened): whoever
+    reads it can sign tokens for any tenant."""
     if not path:
         raise ValueError(f"APPRUN_JWT_PRIVATE_KEY_FILE is required for {algorithm}")
     key_path = Path(path)
     if key_path.exists():
+        if key_path.stat().st_mode & 0o077:
+            key_path.chmod(PRIVATE_KEY_MODE)
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
         expected = rsa.RSAPrivateKey if algorithm == "RS256" else ed25519.Ed25519PrivateKey
         if not isinstance(key, expected):
@@ -154,6 +160,7 @@ def _load_or_create_private_key(path: str, algorithm: str) -> Any:
     key = rsa.generate_private_key(65537, RSA_KEY_BITS) if algorithm == "RS256" else ed25519.Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     key_path.parent.mkdir(parents=True, exist_ok=True)
-    key_path.touch(mode=0o600)
-    key_path.write_bytes(pem)
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_KEY_MODE)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
     return key
