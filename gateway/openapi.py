@@ -9,9 +9,16 @@ JSON error shape ``{code, message, details, hint}``.
 
 The document is built once per process, on first request (the catalog needs
 the database), and is public: it names no tenant data.
+
+Another route module describes its own routes by registering a fragment at
+start-up, with the helpers below (``operation``, ``ref``, ``ok``,
+``json_content``)::
+
+    register_fragment(app, lambda: {"paths": {...}, "schemas": {...}})
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify
@@ -27,6 +34,7 @@ from gateway.workflows.shared import MAX_INJECTED_FAILURES, MAX_PROJECT_DELAY_MS
 
 OPENAPI_VERSION = "3.0.3"
 DOCUMENT_KEY = "apprun.openapi"
+FRAGMENTS_KEY = "apprun.openapi.fragments"
 FUNCTION_NAME_PATTERN = "^[a-z0-9_-]{1,64}$"
 # What the catalog does not carry but a client (and a fuzzer) needs to write
 # valid rows: nullability, defaults and lengths, from the same schema.
@@ -83,28 +91,28 @@ AUTHENTICATED_ERRORS = COMMON_ERRORS + ("401", "403")
 bp = Blueprint("openapi", __name__)
 
 
-def _ref(kind: str, name: str) -> dict[str, str]:
+def ref(kind: str, name: str) -> dict[str, str]:
     return {"$ref": f"#/components/{kind}/{name}"}
 
 
-def _json(schema: dict[str, Any]) -> dict[str, Any]:
+def json_content(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
-def _ok(description: str, schema: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+def ok(description: str, schema: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
     response: dict[str, Any] = {"description": description}
     if schema is not None:
-        response["content"] = _json(schema)
+        response["content"] = json_content(schema)
     response.update(extra)
     return response
 
 
-def _operation(summary: str, responses: dict[str, Any], errors: tuple[str, ...], *, tag: str,
+def operation(summary: str, responses: dict[str, Any], errors: tuple[str, ...], *, tag: str,
                public: bool = False, **extra: Any) -> dict[str, Any]:
     all_errors = (COMMON_ERRORS if public else AUTHENTICATED_ERRORS) + errors
     operation: dict[str, Any] = {"summary": summary, "tags": [tag], "responses": dict(responses)}
     for status in sorted(set(all_errors)):
-        operation["responses"][status] = _ref("responses", f"Error{status}")
+        operation["responses"][status] = ref("responses", f"Error{status}")
     if public:
         operation["security"] = []
     operation.update(extra)
@@ -197,36 +205,36 @@ def _data_paths(tables: list[TableInfo], details: dict[tuple[str, str], ColumnDe
                                        "schema": {"type": "string"}}}
     paths: dict[str, Any] = {}
     for table in tables:
-        rows = {"type": "array", "items": _ref("schemas", table.name)}
+        rows = {"type": "array", "items": ref("schemas", table.name)}
         item: dict[str, Any] = {
-            "get": _operation(
+            "get": operation(
                 f"Read {table.name} (the caller's tenant only)",
-                {"200": _ok("Rows", rows, headers=content_range),
-                 "206": _ok("A partial page of a counted read", rows, headers=content_range)},
+                {"200": ok("Rows", rows, headers=content_range),
+                 "206": ok("A partial page of a counted read", rows, headers=content_range)},
                 ("404", "406", "416", "504"), tag="data", parameters=_data_parameters(table, read=True)),
         }
         if table.can_insert:
-            body = {"oneOf": [_ref("schemas", f"{table.name}.insert"),
-                              {"type": "array", "minItems": 1, "items": _ref("schemas", f"{table.name}.insert")}]}
-            item["post"] = _operation(
+            body = {"oneOf": [ref("schemas", f"{table.name}.insert"),
+                              {"type": "array", "minItems": 1, "items": ref("schemas", f"{table.name}.insert")}]}
+            item["post"] = operation(
                 f"Insert into {table.name} (admin); tenant_id comes from the token",
-                {"201": _ok("Created; the rows when Prefer: return=representation")},
+                {"201": ok("Created; the rows when Prefer: return=representation")},
                 ("404", "405", "406", "409", "415", "504"), tag="data",
                 parameters=_data_parameters(table, read=False)[-2:],
-                requestBody={"required": True, "content": _json(body)})
+                requestBody={"required": True, "content": json_content(body)})
         if table.can_update:
-            item["patch"] = _operation(
+            item["patch"] = operation(
                 f"Update {table.name} rows matching the filters (admin)",
-                {"200": _ok("The updated rows (Prefer: return=representation)", rows, headers=content_range),
-                 "204": _ok("Updated")},
+                {"200": ok("The updated rows (Prefer: return=representation)", rows, headers=content_range),
+                 "204": ok("Updated")},
                 ("404", "405", "406", "409", "415", "504"), tag="data",
                 parameters=_data_parameters(table, read=False),
-                requestBody={"required": True, "content": _json(_ref("schemas", f"{table.name}.update"))})
+                requestBody={"required": True, "content": json_content(ref("schemas", f"{table.name}.update"))})
         if table.can_delete:
-            item["delete"] = _operation(
+            item["delete"] = operation(
                 f"Delete {table.name} rows matching the filters (admin)",
-                {"200": _ok("The deleted rows (Prefer: return=representation)", rows, headers=content_range),
-                 "204": _ok("Deleted")},
+                {"200": ok("The deleted rows (Prefer: return=representation)", rows, headers=content_range),
+                 "204": ok("Deleted")},
                 ("404", "405", "406", "409", "504"), tag="data", parameters=_data_parameters(table, read=False))
         paths[f"/data/{table.name}"] = item
     return paths
@@ -355,88 +363,101 @@ def _fixed_schemas() -> dict[str, Any]:
 def _fixed_paths() -> dict[str, Any]:
     function_name = {"name": "name", "in": "path", "required": True,
                      "schema": {"type": "string", "pattern": FUNCTION_NAME_PATTERN}}
-    function = _ref("schemas", "Function")
+    function = ref("schemas", "Function")
     limit_parameters = [{"name": name, "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}}
                         for name in LIMIT_PARAMS]
-    workflow = _ref("schemas", "WorkflowExecution")
+    workflow = ref("schemas", "WorkflowExecution")
     return {
-        "/auth/login": {"post": _operation(
-            "Log in: a bearer token for the user", {"200": _ok("A token", _ref("schemas", "Token"))},
+        "/auth/login": {"post": operation(
+            "Log in: a bearer token for the user", {"200": ok("A token", ref("schemas", "Token"))},
             ("401", "415", "429"), tag="auth", public=True,
-            requestBody={"required": True, "content": _json(_ref("schemas", "Credentials"))})},
-        "/auth/register": {"post": _operation(
-            "Create a user in the admin's own tenant (admin)", {"201": _ok("The user", _ref("schemas", "User"))},
+            requestBody={"required": True, "content": json_content(ref("schemas", "Credentials"))})},
+        "/auth/register": {"post": operation(
+            "Create a user in the admin's own tenant (admin)", {"201": ok("The user", ref("schemas", "User"))},
             ("409", "415", "429"), tag="auth",
-            requestBody={"required": True, "content": _json(_ref("schemas", "Registration"))})},
-        "/auth/me": {"get": _operation(
-            "The caller's verified claims", {"200": _ok("Claims", _ref("schemas", "Claims"))}, (), tag="auth")},
-        "/.well-known/jwks.json": {"get": _operation(
-            "Public keys for RS256/EdDSA tokens (empty for HS256)", {"200": _ok("JWKS", _ref("schemas", "JWKS"))},
+            requestBody={"required": True, "content": json_content(ref("schemas", "Registration"))})},
+        "/auth/me": {"get": operation(
+            "The caller's verified claims", {"200": ok("Claims", ref("schemas", "Claims"))}, (), tag="auth")},
+        "/.well-known/jwks.json": {"get": operation(
+            "Public keys for RS256/EdDSA tokens (empty for HS256)", {"200": ok("JWKS", ref("schemas", "JWKS"))},
             (), tag="auth", public=True)},
-        "/functions": {"get": _operation(
-            "The tenant's functions", {"200": _ok("Metadata", {"type": "array", "items": function})}, (),
+        "/functions": {"get": operation(
+            "The tenant's functions", {"200": ok("Metadata", {"type": "array", "items": function})}, (),
             tag="functions")},
         "/functions/{name}": {
             "parameters": [function_name],
-            "get": _operation("One function's metadata", {"200": _ok("Metadata", function)}, ("404",),
+            "get": operation("One function's metadata", {"200": ok("Metadata", function)}, ("404",),
                               tag="functions"),
-            "put": _operation(
+            "put": operation(
                 "Deploy (or replace) a function (admin): a WASM binary or WAT text",
-                {"200": _ok("Replaced", function, headers={"ETag": {"schema": {"type": "string"}}}),
-                 "201": _ok("Created", function, headers={"ETag": {"schema": {"type": "string"}}})},
+                {"200": ok("Replaced", function, headers={"ETag": {"schema": {"type": "string"}}}),
+                 "201": ok("Created", function, headers={"ETag": {"schema": {"type": "string"}}})},
                 ("415",), tag="functions", parameters=limit_parameters,
                 requestBody={"required": True, "content": {
                     "application/wasm": {"schema": {"type": "string", "format": "binary"}},
                     "text/plain": {"schema": {"type": "string"}}}}),
-            "delete": _operation("Delete a function (admin)", {"204": _ok("Deleted")}, ("404",), tag="functions"),
+            "delete": operation("Delete a function (admin)", {"204": ok("Deleted")}, ("404",), tag="functions"),
         },
         "/functions/{name}/invoke": {
             "parameters": [function_name],
-            "post": _operation(
+            "post": operation(
                 "Invoke a function with a JSON request",
-                {"200": _ok("The function's JSON output", {"description": "any JSON value"},
+                {"200": ok("The function's JSON output", {"description": "any JSON value"},
                             headers={"X-Function-Duration-Us": {"schema": {"type": "string"}},
                                      "X-Function-Fuel-Used": {"schema": {"type": "string"}}})},
                 ("404", "415", "422", "502", "504"), tag="functions",
-                requestBody={"required": True, "content": _json(_ref("schemas", "Invocation"))}),
+                requestBody={"required": True, "content": json_content(ref("schemas", "Invocation"))}),
         },
-        "/api/v1/workflows/execute": {"post": _operation(
+        "/api/v1/workflows/execute": {"post": operation(
             "Start a workflow (admin)",
-            {"202": _ok("Started", _ref("schemas", "WorkflowStarted"),
+            {"202": ok("Started", ref("schemas", "WorkflowStarted"),
                         headers={"Location": {"schema": {"type": "string"}}})},
             ("415", "503"), tag="workflows",
-            requestBody={"required": True, "content": _json(_ref("schemas", "WorkflowRequest"))})},
-        "/api/v1/workflows": {"get": _operation(
+            requestBody={"required": True, "content": json_content(ref("schemas", "WorkflowRequest"))})},
+        "/api/v1/workflows": {"get": operation(
             "The tenant's latest workflow executions",
-            {"200": _ok("Executions, newest first", {"type": "array", "items": workflow})}, (), tag="workflows",
+            {"200": ok("Executions, newest first", {"type": "array", "items": workflow})}, (), tag="workflows",
             parameters=[{"name": "limit", "in": "query", "required": False,
                          "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT}}])},
-        "/api/v1/workflows/{workflow_id}": {"get": _operation(
-            "One workflow execution: status, result, attempts", {"200": _ok("The execution", workflow)}, ("404",),
+        "/api/v1/workflows/{workflow_id}": {"get": operation(
+            "One workflow execution: status, result, attempts", {"200": ok("The execution", workflow)}, ("404",),
             tag="workflows",
             parameters=[{"name": "workflow_id", "in": "path", "required": True, "schema": {"type": "string"}}])},
-        "/healthz": {"get": _operation("Liveness", {"200": _ok("Alive", _ref("schemas", "Health"))}, (),
+        "/healthz": {"get": operation("Liveness", {"200": ok("Alive", ref("schemas", "Health"))}, (),
                                        tag="health", public=True)},
-        "/readyz": {"get": _operation(
+        "/readyz": {"get": operation(
             "Readiness: the database answers",
-            {"200": _ok("Ready", _ref("schemas", "Readiness")),
-             "503": _ok("Not ready", _ref("schemas", "Readiness"))}, (), tag="health", public=True)},
-        "/metrics": {"get": _operation(
+            {"200": ok("Ready", ref("schemas", "Readiness")),
+             "503": ok("Not ready", ref("schemas", "Readiness"))}, (), tag="health", public=True)},
+        "/metrics": {"get": operation(
             "Prometheus metrics of this gateway process",
             {"200": {"description": "Prometheus text format",
                      "content": {"text/plain": {"schema": {"type": "string"}}}}}, (), tag="health", public=True)},
-        "/openapi.json": {"get": _operation(
-            "This document", {"200": _ok("OpenAPI 3 document", {"type": "object"})}, (), tag="health",
+        "/openapi.json": {"get": operation(
+            "This document", {"200": ok("OpenAPI 3 document", {"type": "object"})}, (), tag="health",
             public=True)},
     }
 
 
-def build_document(catalog: Catalog, settings: Settings) -> dict[str, Any]:
+Fragment = Callable[[], dict[str, Any]]
+
+
+def register_fragment(app: Flask, fragment: Fragment) -> None:
+    """Add a module's own paths (and component schemas) to the document."""
+    app.extensions.setdefault(FRAGMENTS_KEY, []).append(fragment)
+
+
+def build_document(catalog: Catalog, settings: Settings, fragments: Sequence[Fragment] = ()) -> dict[str, Any]:
     tables = _exposed_tables(catalog, settings)
     details = _column_details([t.name for t in tables])
     paths = {**_fixed_paths(), **_data_paths(tables, details)}
-    error = _ref("schemas", "Error")
-    responses = {f"Error{status}": {"description": description, "content": _json(error)}
+    schemas = {**_fixed_schemas(), **_data_schemas(tables, details)}
+    for fragment in fragments:
+        part = fragment()
+        paths.update(part.get("paths", {}))
+        schemas.update(part.get("schemas", {}))
+    error = ref("schemas", "Error")
+    responses = {f"Error{status}": {"description": description, "content": json_content(error)}
                  for status, description in ERROR_RESPONSES.items()}
     responses["Error429"]["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
     return {
@@ -446,11 +467,12 @@ def build_document(catalog: Catalog, settings: Settings) -> dict[str, Any]:
                                 "PostgREST-compatible data API, WASM functions and Temporal workflows."},
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}],
-        "tags": [{"name": name} for name in ("auth", "data", "functions", "workflows", "health")],
+        "tags": [{"name": name} for name in sorted({tag for item in paths.values() for op in item.values()
+                                                    if isinstance(op, dict) for tag in op.get("tags", ())})],
         "paths": paths,
         "components": {
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
-            "schemas": {**_fixed_schemas(), **_data_schemas(tables, details)},
+            "schemas": schemas,
             "responses": responses,
         },
     }
@@ -460,7 +482,8 @@ def build_document(catalog: Catalog, settings: Settings) -> dict[str, Any]:
 def openapi_document() -> Response:
     document = current_app.extensions.get(DOCUMENT_KEY)
     if document is None:
-        document = build_document(current_app.extensions["apprun.catalog"], current_app.config["APPRUN_SETTINGS"])
+        document = build_document(current_app.extensions["apprun.catalog"], current_app.config["APPRUN_SETTINGS"],
+                                  current_app.extensions.get(FRAGMENTS_KEY, []))
         current_app.extensions[DOCUMENT_KEY] = document
     return jsonify(document)
 

@@ -190,6 +190,23 @@ def test_data_paths_follow_the_catalog(openapi_document):
     assert set(openapi_document["paths"]["/data/products"]) == {"get", "post", "patch", "delete"}
 
 
+def test_a_route_module_adds_its_own_paths_through_a_fragment(app_config):
+    from gateway.app import create_app
+    from gateway.openapi import ok, operation, ref, register_fragment
+
+    app = create_app(app_config)
+    register_fragment(app, lambda: {
+        "paths": {"/extra": {"get": operation("An extra route", {"200": ok("Fine", ref("schemas", "Extra"))}, (),
+                                              tag="extra")}},
+        "schemas": {"Extra": {"type": "object"}},
+    })
+    document = app.test_client().get("/openapi.json").get_json()
+    assert document["paths"]["/extra"]["get"]["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Extra"}
+    assert document["paths"]["/extra"]["get"]["responses"]["401"] == {"$ref": "#/components/responses/Error401"}
+    assert "Extra" in document["components"]["schemas"] and {"name": "extra"} in document["tags"]
+
+
 def test_errors_use_the_json_error_shape(openapi_document):
     responses = openapi_document["components"]["responses"]
     for name, response in responses.items():
