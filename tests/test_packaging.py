@@ -20,13 +20,14 @@ ROOT = Path(__file__).resolve().parent.parent
 FIRST_PARTY = {"gateway", "stack", "kpi", "locustfiles", "wasm", "tests", "bench"}
 # Which requirement groups each source tree may import from.
 TREES = {
-    "gateway": ("install",),
+    # The S3 storage backend is optional and imported lazily.
+    "gateway": ("install", "s3"),
     "stack": ("install",),
     "wasm": ("install",),
     "kpi": ("install", "load"),
     "locustfiles": ("install", "load"),
     "bench": ("install", "load"),
-    "tests": ("install", "load", "test"),
+    "tests": ("install", "load", "s3", "test"),
 }
 # Packages whose internals or fast-moving API the project uses: a new major
 # must be a decision, not an accident of `pip install`.
