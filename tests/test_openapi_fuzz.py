@@ -20,6 +20,7 @@ import pytest
 import requests
 import schemathesis
 from argon2 import PasswordHasher
+from openapi_spec_validator import validate
 from schemathesis import Case
 from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
@@ -154,6 +155,10 @@ def test_the_document_is_public_and_describes_every_route(gateway_url, openapi_d
     assert openapi_document["openapi"].startswith("3.")
     assert openapi_document["components"]["securitySchemes"]["bearerAuth"] == {
         "type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+
+
+def test_the_document_is_valid_openapi_3(openapi_document):
+    validate(openapi_document)  # raises on any violation of the OpenAPI 3.0 schema
 
 
 def test_the_flask_routes_and_the_document_agree(app, openapi_document):
