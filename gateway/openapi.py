@@ -78,10 +78,10 @@ ERROR_RESPONSES = {
     "415": "Unsupported Content-Type",
     "416": "Range not satisfiable",
     "422": "The function trapped, ran out of fuel or memory",
-    "429": "Too many attempts: wait Retry-After seconds",
+    "429": "Too many attempts (logins) or over the tenant's function budget: wait Retry-After seconds",
     "502": "The function returned output that is not valid JSON",
     "503": "A backing service is unavailable",
-    "504": "The function (or the query) ran longer than its limit",
+    "504": "The function, the query or the workflow service took longer than its limit",
 }
 # Answers every route can give: the edge refuses malformed requests (400)
 # and oversized bodies (413) before any handler.
@@ -220,7 +220,13 @@ def _data_paths(tables: list[TableInfo], details: dict[tuple[str, str], ColumnDe
                 f"Insert into {table.name} (admin); tenant_id comes from the token",
                 {"201": ok("Created; the rows when Prefer: return=representation")},
                 ("404", "405", "406", "409", "415", "504"), tag="data",
-                parameters=_data_parameters(table, read=False)[-2:],
+                parameters=_data_parameters(table, read=False)[-2:] + [
+                    {"name": "columns", "in": "query", "required": False,
+                     "description": "the columns to take from each row, a,b,c (others get their defaults)",
+                     "schema": {"type": "string"}},
+                    {"name": "on_conflict", "in": "query", "required": False,
+                     "description": "unique columns for an upsert with Prefer: resolution=merge-duplicates|"
+                                    "ignore-duplicates", "schema": {"type": "string"}}],
                 requestBody={"required": True, "content": json_content(body)})
         if table.can_update:
             item["patch"] = operation(
@@ -405,14 +411,14 @@ def _fixed_paths() -> dict[str, Any]:
                 {"200": ok("The function's JSON output", {"description": "any JSON value"},
                             headers={"X-Function-Duration-Us": {"schema": {"type": "string"}},
                                      "X-Function-Fuel-Used": {"schema": {"type": "string"}}})},
-                ("404", "415", "422", "502", "504"), tag="functions",
+                ("404", "415", "422", "429", "502", "504"), tag="functions",
                 requestBody={"required": True, "content": json_content(ref("schemas", "Invocation"))}),
         },
         "/api/v1/workflows/execute": {"post": operation(
             "Start a workflow (admin)",
             {"202": ok("Started", ref("schemas", "WorkflowStarted"),
                         headers={"Location": {"schema": {"type": "string"}}})},
-            ("415", "503"), tag="workflows",
+            ("415", "503", "504"), tag="workflows",
             requestBody={"required": True, "content": json_content(ref("schemas", "WorkflowRequest"))})},
         "/api/v1/workflows": {"get": operation(
             "The tenant's latest workflow executions",
