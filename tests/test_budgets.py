@@ -1,0 +1,171 @@
+"""Tenant budgets: plans, token buckets, concurrency counters, 429 bodies."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from gateway.budgets import (DEFAULT_PLAN_BUDGETS, Budgets, OverBudget, TenantConcurrency, TokenBuckets,
+                             load_plan_from_database, plan_budgets)
+from gateway.errors import error_response
+from gateway.settings import Settings, SettingsError
+from tests.conftest import TENANT_1, TENANT_2
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def settings(**values: Any) -> Settings:
+    return Settings.from_mapping(values)
+
+
+# -- token buckets -------------------------------------------------------------
+def test_bucket_allows_the_burst_then_refuses_with_the_wait() -> None:
+    clock = FakeClock()
+    buckets = TokenBuckets(clock)
+    assert [buckets.take("k", rate=2, burst=3) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert buckets.take("k", rate=2, burst=3) == pytest.approx(0.5)
+    clock.now += 0.5
+    assert buckets.take("k", rate=2, burst=3) == 0.0
+    assert buckets.take("k", rate=2, burst=3) == pytest.approx(0.5)
+
+
+def test_bucket_saves_no_more_than_the_burst() -> None:
+    clock = FakeClock()
+    buckets = TokenBuckets(clock)
+    buckets.take("k", rate=10, burst=2)
+    clock.now += 3600
+    assert [buckets.take("k", rate=10, burst=2) for _ in range(3)][-1] > 0
+
+
+def test_buckets_are_independent_per_key() -> None:
+    buckets = TokenBuckets(FakeClock())
+    assert buckets.take(("t2", "data"), rate=1, burst=1) == 0.0
+    assert buckets.take(("t2", "data"), rate=1, burst=1) > 0
+    assert buckets.take(("t1", "data"), rate=1, burst=1) == 0.0
+    assert buckets.take(("t2", "functions"), rate=1, burst=1) == 0.0
+
+
+# -- concurrency ---------------------------------------------------------------
+def test_concurrency_refuses_over_the_limit_and_frees_on_release() -> None:
+    counter = TenantConcurrency()
+    assert counter.try_acquire("t2", 2) and counter.try_acquire("t2", 2)
+    assert not counter.try_acquire("t2", 2)
+    assert counter.try_acquire("t1", 2)  # another tenant is not affected
+    counter.release("t2")
+    assert counter.held("t2") == 1 and counter.try_acquire("t2", 2)
+
+
+def test_slot_raises_429_and_releases_after_errors() -> None:
+    budgets = Budgets(settings(budget_plans={"pro": {"db_connections": 1}}), load_plan=lambda _t: "pro")
+    with budgets.slot(TENANT_2, "db_connections"):
+        with pytest.raises(OverBudget) as refused:
+            with budgets.slot(TENANT_2, "db_connections"):
+                pass
+        assert refused.value.status == 429 and refused.value.headers["Retry-After"] == "1"
+    with pytest.raises(ZeroDivisionError):
+        with budgets.slot(TENANT_2, "db_connections"):
+            1 / 0
+    with budgets.slot(TENANT_2, "db_connections"):  # both slots were given back
+        pass
+
+
+def test_budgets_off_and_null_mean_unlimited() -> None:
+    off = Budgets(settings(budgets_enabled=False, budget_plans={"free": {"data_rps": 0}}), load_plan=lambda _t: "free")
+    unlimited = Budgets(settings(budget_plans={"free": {"data_rps": None}}), load_plan=lambda _t: "free")
+    for budgets in (off, unlimited):
+        for _ in range(100):
+            budgets.take(TENANT_1, "data")
+
+
+# -- plans ---------------------------------------------------------------------
+def test_rate_follows_the_tenants_plan() -> None:
+    plans = {TENANT_1: "free", TENANT_2: "pro"}
+    budgets = Budgets(settings(budget_plans={"free": {"data_rps": 1, "data_burst": 1},
+                                             "pro": {"data_rps": 1, "data_burst": 3}}),
+                      load_plan=plans.get, clock=FakeClock())
+    budgets.take(TENANT_1, "data")
+    with pytest.raises(OverBudget) as refused:
+        budgets.take(TENANT_1, "data")
+    assert refused.value.details == {"budget": "data_rps", "plan": "free", "limit": 1, "retry_after_s": 1}
+    for _ in range(3):
+        budgets.take(TENANT_2, "data")
+
+
+def test_plan_is_cached_for_the_ttl() -> None:
+    clock = FakeClock()
+    calls: list[str] = []
+    current = {"plan": "free"}
+
+    def load(tenant_id: str) -> str:
+        calls.append(tenant_id)
+        return current["plan"]
+
+    budgets = Budgets(settings(budget_plan_cache_ttl_s=30), load_plan=load, clock=clock)
+    assert budgets.plan_of(TENANT_1) == "free"
+    current["plan"] = "pro"
+    clock.now += 29
+    assert budgets.plan_of(TENANT_1) == "free" and len(calls) == 1
+    clock.now += 2
+    assert budgets.plan_of(TENANT_1) == "pro" and len(calls) == 2
+
+
+def test_unknown_plan_or_failed_lookup_uses_the_default_or_last_plan() -> None:
+    clock = FakeClock()
+    answers: list[Any] = ["enterprise", "pro", RuntimeError("database down")]
+
+    def load(_tenant_id: str) -> str:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    budgets = Budgets(settings(budget_plan_cache_ttl_s=1), load_plan=load, clock=clock)
+    assert budgets.plan_of(TENANT_1) == "free"   # unknown plan name: the default plan
+    clock.now += 2
+    assert budgets.plan_of(TENANT_1) == "pro"
+    clock.now += 2
+    assert budgets.plan_of(TENANT_1) == "pro"    # the lookup failed: the last known plan stays
+
+
+def test_overrides_merge_over_the_defaults_and_new_plans_start_from_the_default() -> None:
+    plans = plan_budgets(settings(budget_plans=json.dumps({"pro": {"activity_slots": 3},
+                                                           "enterprise": {"data_rps": None}})))
+    assert plans["pro"]["activity_slots"] == 3
+    assert plans["pro"]["data_rps"] == DEFAULT_PLAN_BUDGETS["pro"]["data_rps"]
+    assert plans["enterprise"]["data_rps"] is None
+    assert plans["enterprise"]["activity_slots"] == DEFAULT_PLAN_BUDGETS["free"]["activity_slots"]
+
+
+@pytest.mark.parametrize("raw", ["{", "[]", '{"free": 3}', '{"free": {"data_rsp": 3}}',
+                                 '{"free": {"data_rps": -1}}', '{"free": {"data_rps": "fast"}}'])
+def test_bad_overrides_are_refused(raw: str) -> None:
+    with pytest.raises(SettingsError):
+        plan_budgets(settings(budget_plans=raw))
+
+
+def test_unknown_default_plan_is_refused() -> None:
+    with pytest.raises(SettingsError):
+        plan_budgets(settings(budget_default_plan="gold"))
+
+
+def test_over_budget_renders_as_postgrest_json_with_retry_after(app) -> None:
+    with app.app_context():
+        response = error_response(OverBudget("data_rps", "free", 5, 0.2))
+    assert response.status_code == 429 and response.headers["Retry-After"] == "1"
+    body = json.loads(response.get_data())
+    assert set(body) == {"code", "message", "details", "hint"} and body["code"] == "over_budget"
+
+
+# -- against the real database -------------------------------------------------
+def test_plans_come_from_the_tenants_table(app) -> None:
+    with app.app_context():
+        assert load_plan_from_database(TENANT_1) == "free"
+        assert load_plan_from_database(TENANT_2) == "pro"
+        assert load_plan_from_database("33333333-3333-3333-3333-333333333333") is None
