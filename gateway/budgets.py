@@ -26,7 +26,8 @@ import logging
 import math
 import threading
 import time
-from typing import Any, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from flask import Flask, current_app
 
@@ -228,7 +229,7 @@ class Budgets:
     def _fetch_plan(self, tenant_id: str, previous: str | None) -> str:
         try:
             plan = self._load_plan(tenant_id)
-        except Exception:  # noqa: BLE001 - a database hiccup must not fail every request
+        except Exception:
             log.warning("plan lookup for tenant %s failed; using %s", tenant_id, previous or self.default_plan,
                         exc_info=True)
             return previous or self.default_plan
