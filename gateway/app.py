@@ -6,7 +6,7 @@ from typing import Any, Mapping
 
 from flask import Flask
 
-from gateway import db, errors, health, metrics, pgerrors
+from gateway import budgets, db, errors, health, metrics, pgerrors
 from gateway.auth import routes as auth_routes
 from gateway.data import routes as data_routes
 from gateway.functions import routes as function_routes
@@ -26,7 +26,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     logging.getLogger("gateway").setLevel(logging.INFO)
-    for module in (errors, pgerrors, metrics, db, health, enforcer, auth_routes, data_routes,
+    for module in (errors, pgerrors, metrics, db, health, enforcer, budgets, auth_routes, data_routes,
                    function_routes, workflow_routes):
         module.init_app(app)
     return app

@@ -29,17 +29,20 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from flask import Flask, current_app
+from flask import Flask, current_app, request
 
+from gateway.auth.identity import current_claims
+from gateway.auth.tokens import TokenError
 from gateway.errors import ApiError
 from gateway.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
-Limits = Mapping[str, "float | None"]
-
-#: Route families that get a request rate each (``<family>_rps``).
+#: Route families that get a request rate each (``<family>_rps``), by the
+#: first segment of the path (``/api/v1/workflows...`` is "workflows").
 ROUTE_FAMILIES = ("data", "functions", "workflows", "auth", "storage")
+_FAMILY_BY_SEGMENT = {"data": "data", "functions": "functions", "auth": "auth", "storage": "storage"}
+WORKFLOW_PREFIX = "/api/v1/workflows"
 
 #: Defaults per plan.  The rates are per tenant and per gateway process, set
 #: well above what the kpi profile asks (README "Tenant budgets": tenant 1
@@ -229,7 +232,7 @@ class Budgets:
     def _fetch_plan(self, tenant_id: str, previous: str | None) -> str:
         try:
             plan = self._load_plan(tenant_id)
-        except Exception:
+        except Exception:  # a database hiccup must not fail every request
             log.warning("plan lookup for tenant %s failed; using %s", tenant_id, previous or self.default_plan,
                         exc_info=True)
             return previous or self.default_plan
@@ -308,5 +311,29 @@ def tenant_slot(claims: Mapping[str, Any], budget: str) -> contextlib.AbstractCo
     return current_budgets().slot(claims["tenant_id"], budget)
 
 
+def route_family(path: str) -> str | None:
+    segment = path[1:].partition("/")[0]
+    if segment == "api":
+        return "workflows" if path.startswith(WORKFLOW_PREFIX) else None
+    return _FAMILY_BY_SEGMENT.get(segment)
+
+
 def init_app(app: Flask) -> None:
-    app.extensions["apprun.budgets"] = Budgets(app.config["APPRUN_SETTINGS"])
+    budgets = Budgets(app.config["APPRUN_SETTINGS"])
+    app.extensions["apprun.budgets"] = budgets
+    if not budgets.enabled:
+        return
+
+    @app.before_request
+    def _tenant_request_rate() -> None:
+        """Each tenant's request rate per route family.  Requests without a
+        valid token are left to the route, which answers 401 (or needs no
+        token: login, health)."""
+        family = route_family(request.path)
+        if family is None or "Authorization" not in request.headers:
+            return
+        try:
+            claims = current_claims()
+        except TokenError:
+            return
+        budgets.take(claims["tenant_id"], family)

@@ -174,3 +174,65 @@ def test_plans_come_from_the_tenants_table(app) -> None:
         assert load_plan_from_database(TENANT_1) == "free"
         assert load_plan_from_database(TENANT_2) == "pro"
         assert load_plan_from_database("33333333-3333-3333-3333-333333333333") is None
+
+
+# -- the gateway's hooks -------------------------------------------------------
+@pytest.fixture(scope="module")
+def tight_app(app_config):
+    """Tenant 1 (free) may send 3 data requests and start 1 workflow before
+    the buckets refill (0.01/s: not within a test)."""
+    from gateway.app import create_app
+
+    return create_app({**app_config, "budget_plans": {"free": {"data_rps": 0.01, "data_burst": 3,
+                                                               "workflow_starts_rps": 0.01,
+                                                               "workflow_starts_burst": 1}}})
+
+
+def test_tenant_over_its_data_rate_gets_429_and_others_do_not_wait(tight_app, tokens) -> None:
+    from tests.conftest import auth
+
+    client = tight_app.test_client()
+    answers = [client.get("/data/products?select=id", headers=auth(tokens["alice"])).status_code for _ in range(3)]
+    assert answers == [200, 200, 200]
+    refused = client.get("/data/products?select=id", headers=auth(tokens["bob"]))  # same tenant, same bucket
+    assert refused.status_code == 429
+    assert int(refused.headers["Retry-After"]) >= 1
+    body = refused.get_json()
+    assert set(body) == {"code", "message", "details", "hint"} and body["details"]["budget"] == "data_rps"
+    assert body["details"]["plan"] == "free"
+    # Another tenant, another route family, and requests without a token are unaffected.
+    assert client.get("/data/products?select=id", headers=auth(tokens["charlie"])).status_code == 200
+    assert client.get("/auth/me", headers=auth(tokens["alice"])).status_code == 200
+    assert client.get("/data/products").status_code == 401
+
+
+def test_workflow_starts_have_their_own_budget(tight_app, tokens) -> None:
+    from tests.conftest import auth
+
+    client = tight_app.test_client()
+    body = {"workflow": "user_registration", "input": {"email": "budget@test.com"}}
+    headers = auth(tokens["alice"])
+    assert client.post("/api/v1/workflows/execute", json={"workflow": "nope"}, headers=headers).status_code == 400
+    assert client.post("/api/v1/workflows/execute", json=body, headers=headers).status_code == 202
+    refused = client.post("/api/v1/workflows/execute", json=body, headers=headers)
+    assert refused.status_code == 429 and refused.get_json()["details"]["budget"] == "workflow_starts_rps"
+    assert client.post("/api/v1/workflows/execute", json=body, headers=auth(tokens["charlie"])).status_code == 202
+
+
+def test_budgets_off_never_refuse(app_config, tokens) -> None:
+    from gateway.app import create_app
+    from tests.conftest import auth
+
+    client = create_app({**app_config, "budgets_enabled": False,
+                         "budget_plans": {"free": {"data_rps": 0.01, "data_burst": 1}}}).test_client()
+    for _ in range(3):
+        assert client.get("/data/products?select=id", headers=auth(tokens["alice"])).status_code == 200
+
+
+def test_route_families() -> None:
+    from gateway.budgets import route_family
+
+    assert [route_family(p) for p in ("/data/products", "/functions", "/functions/x/invoke",
+                                      "/api/v1/workflows/execute", "/api/v1/workflows", "/auth/me",
+                                      "/storage/v1/object/b/k", "/healthz", "/api/v2/other", "/")] == \
+        ["data", "functions", "functions", "workflows", "workflows", "auth", "storage", None, None, None]
