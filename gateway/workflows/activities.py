@@ -26,18 +26,31 @@ class ActivityDatabase:
     def __init__(self, dsn: str, max_connections: int) -> None:
         self._pool = psycopg2.pool.ThreadedConnectionPool(1, max_connections, dsn,
                                                            application_name="apprun-worker")
-        self._lock = threading.Lock()
+        # psycopg2's pool raises when it is empty; the tenants' activity
+        # threads together may outnumber the connections, so they wait here.
+        self._free = threading.BoundedSemaphore(max_connections)
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[Any]:
+        with self._free:
+            conn = self._pool.getconn()
+            try:
+                yield conn
+            finally:
+                self._pool.putconn(conn)
 
     @contextlib.contextmanager
     def tenant(self, tenant_id: str) -> Iterator[Any]:
-        conn = self._pool.getconn()
-        try:
-            with conn, conn.cursor() as cur:
-                cur.execute("SELECT set_config('request.jwt.claims', %s, true)",
-                            (json.dumps({"tenant_id": tenant_id, "role": "worker", "sub": "apprun-worker"}),))
-                yield cur
-        finally:
-            self._pool.putconn(conn)
+        with self._connection() as conn, conn, conn.cursor() as cur:
+            cur.execute("SELECT set_config('request.jwt.claims', %s, true)",
+                        (json.dumps({"tenant_id": tenant_id, "role": "worker", "sub": "apprun-worker"}),))
+            yield cur
+
+    def tenant_plans(self) -> list[tuple[str, str]]:
+        """(tenant id, plan) of every tenant, for the per-tenant queues."""
+        with self._connection() as conn, conn, conn.cursor() as cur:
+            cur.execute("SELECT id, plan FROM budget_tenant_plans()")
+            return [(str(tenant_id), plan) for tenant_id, plan in cur.fetchall()]
 
     def close(self) -> None:
         self._pool.closeall()
@@ -90,5 +103,10 @@ class RegistrationActivities:
                 (data.status, data.attempts, json.dumps(data.result), data.error, data.workflow_id),
             )
 
-    def all(self) -> list:
-        return [self.send_welcome_email, self.create_default_project, self.record_outcome]
+    def remote(self) -> list:
+        """The activities that run on the tenants' queues."""
+        return [self.send_welcome_email, self.create_default_project]
+
+    def local(self) -> list:
+        """Local activities, run by the worker that runs the workflow."""
+        return [self.record_outcome]

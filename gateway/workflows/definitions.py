@@ -9,7 +9,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from gateway.workflows.shared import (EmailInput, OutcomeInput, ProjectInput, RegistrationInput,
-                                          RegistrationResult)
+                                          RegistrationResult, activity_task_queue)
 
 #: Retries are automatic: up to five attempts, 200 ms growing to 2 s apart.
 ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), backoff_coefficient=2.0,
@@ -26,18 +26,20 @@ class UserRegistrationWorkflow:
     @workflow.run
     async def run(self, data: RegistrationInput) -> RegistrationResult:
         workflow_id = workflow.info().workflow_id
+        # The tenant's own activity queue: its share of the worker (plan budget).
+        tenant_queue = activity_task_queue(workflow.info().task_queue, data.tenant_id)
         attempts: dict[str, int] = {}
         try:
             email = await workflow.execute_activity(
                 "send_welcome_email",
                 EmailInput(data.tenant_id, workflow_id, data.email, data.fail_email_attempts),
-                start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=ACTIVITY_RETRY, result_type=dict,
+                task_queue=tenant_queue, start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=ACTIVITY_RETRY, result_type=dict,
             )
             attempts["send_welcome_email"] = email["attempt"]
             project = await workflow.execute_activity(
                 "create_default_project",
                 ProjectInput(data.tenant_id, workflow_id, data.email, data.project_delay_ms),
-                start_to_close_timeout=ACTIVITY_TIMEOUT, heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                task_queue=tenant_queue, start_to_close_timeout=ACTIVITY_TIMEOUT, heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=ACTIVITY_RETRY, result_type=dict,
             )
             attempts["create_default_project"] = project["attempt"]
