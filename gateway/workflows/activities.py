@@ -104,9 +104,9 @@ class RegistrationActivities:
             )
 
     def remote(self) -> list:
-        """The activities that run on the tenants' queues."""
-        return [self.send_welcome_email, self.create_default_project]
+        """The activities that run on the tenants' queues (slow steps)."""
+        return [self.create_default_project]
 
     def local(self) -> list:
         """Local activities, run by the worker that runs the workflow."""
-        return [self.record_outcome]
+        return [self.send_welcome_email, self.create_default_project, self.record_outcome]
