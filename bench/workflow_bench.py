@@ -226,7 +226,7 @@ def main() -> None:
     config = StackConfig.from_env()
     state, started = stack.up_missing(config, log=lambda message: None)
     trees = {name: ProcessTree(state.processes[name].pid)
-             for name in ("temporal", "worker", "gateway") if name in state.processes}
+             for name in ("temporal", "worker", "gateway", "postgres") if name in state.processes}
     try:
         run(state.gateway_url, args.count, args.concurrency, trees, args)
     finally:

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from gateway.budgets import plan_budgets
 from gateway.settings import Settings
@@ -76,8 +76,13 @@ async def run(settings: Settings) -> None:
             ThreadPoolExecutor(LOCAL_ACTIVITY_THREADS, thread_name_prefix="local-activity") as local:
         tenants = TenantActivityWorkers(client, settings.temporal_task_queue, activities.remote(), db.tenant_plans,
                                         slots_by_plan(settings), shared, ACTIVITY_THREADS, GRACEFUL_SHUTDOWN)
+        # No sandbox: it cost ~4 of the worker's ~15 ms CPU per workflow
+        # (bench/workflow_bench.py; passing every module through did not
+        # help).  What it guards against, non-deterministic workflow code,
+        # is kept out by definitions.py holding only deterministic code.
         workflows = Worker(client, task_queue=settings.temporal_task_queue, workflows=[UserRegistrationWorkflow],
                            activities=activities.local(), activity_executor=local, no_remote_activities=True,
+                           workflow_runner=UnsandboxedWorkflowRunner(),
                            graceful_shutdown_timeout=GRACEFUL_SHUTDOWN)
         await tenants.refresh()
         try:
