@@ -201,9 +201,12 @@ def soak(session: requests.Session, host: str, trees: dict[str, ProcessTree], ar
     samples.append((args.soak_minutes, temporal.pss_mb()))
     cpu_used = {n: cpu_snapshot(trees)[n] - cpu_before[n] for n in trees}
     warm = [(t, mb) for t, mb in samples if t >= 1.0]
+    second_half = [(t, mb) for t, mb in samples if t >= args.soak_minutes / 2]
     slope = _slope(warm) if len(warm) >= 2 else float("nan")
+    late_slope = _slope(second_half) if len(second_half) >= 2 else float("nan")
     print(f"soak: {started} workflows in {args.soak_minutes:g} min ({failed} refused); Temporal PSS "
-          f"{samples[0][1]:.1f} -> {samples[-1][1]:.1f} MB; growth after the first minute {slope:.2f} MB/min")
+          f"{samples[0][1]:.1f} -> {samples[-1][1]:.1f} MB; growth after the first minute {slope:.2f} MB/min, "
+          f"over the second half {late_slope:.2f} MB/min")
     print("soak CPU per workflow (ms, idle included): "
           + ", ".join(f"{n} {cpu_used[n] * 1000 / max(1, started):.2f}" for n in trees))
 
