@@ -6,7 +6,7 @@ from typing import Any, Mapping
 
 from flask import Flask
 
-from gateway import db, errors, health, jsonio, metrics, openapi, pgerrors
+from gateway import budgets, db, errors, health, jsonio, metrics, openapi, pgerrors
 from gateway.auth import routes as auth_routes
 from gateway.data import routes as data_routes
 from gateway.functions import routes as function_routes
@@ -17,7 +17,7 @@ from gateway.settings import Settings
 # Each module's init_app(app) registers its part, in this order (error
 # handlers and hooks before the routes).  A new part is one more entry.
 COMPONENTS = (
-    jsonio, errors, pgerrors, metrics, db, health, enforcer,
+    jsonio, errors, pgerrors, metrics, db, health, enforcer, budgets,
     auth_routes, data_routes, function_routes, workflow_routes, openapi,
 )
 

@@ -132,6 +132,17 @@ class Settings:
     temporal_task_queue: str = "apprun-workflows"
     workflow_start_timeout_s: float = 10.0
 
+    # --- tenant budgets (gateway/budgets.py; defaults per plan there) --------
+    # Off: no per-tenant limit anywhere (the "unfair" reference setting).
+    budgets_enabled: bool = True
+    # JSON merged over budgets.DEFAULT_PLAN_BUDGETS, e.g. '{"free": {"data_rps": 50}}';
+    # null means unlimited; a new plan name starts from the default plan's budgets.
+    budget_plans: str = ""
+    # The plan of a tenant whose tenants.plan names no known plan.
+    budget_default_plan: str = "free"
+    # tenants.plan is cached this long per tenant (a plan change applies within it).
+    budget_plan_cache_ttl_s: float = 30.0
+
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod

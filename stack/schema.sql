@@ -223,3 +223,17 @@ INSERT INTO tenants (id, name, plan) VALUES
   ('11111111-1111-1111-1111-111111111111', 'Test Tenant 1', 'free'),
   ('22222222-2222-2222-2222-222222222222', 'Test Tenant 2', 'pro')
 ON CONFLICT (id) DO NOTHING;
+
+-- The workflow worker polls one activity task queue per tenant, sized by the
+-- tenant's plan (gateway/budgets.py, gateway/workflows/tenant_workers.py):
+-- it needs every tenant's id and plan and nothing else, before any tenant's
+-- claims are known, hence a narrow SECURITY DEFINER function.
+CREATE OR REPLACE FUNCTION budget_tenant_plans()
+RETURNS TABLE (id uuid, plan text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+  SELECT t.id, t.plan FROM tenants t
+$$;
+DROP POLICY IF EXISTS owner_plan_lookup ON tenants;
+CREATE POLICY owner_plan_lookup ON tenants FOR SELECT TO CURRENT_USER USING (true);
+REVOKE ALL ON FUNCTION budget_tenant_plans() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION budget_tenant_plans() TO apprun_gateway;

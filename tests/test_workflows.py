@@ -1,12 +1,16 @@
 """Workflows on the real Temporal dev server and worker started by the stack."""
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+from collections.abc import Callable
 
 import psycopg2
 import pytest
 import requests
+from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.client import Client
 
 from stack import stack as stack_module
 from stack.processes import spawn, stop
@@ -31,6 +35,32 @@ def wait_done(gateway_url: str, token: str, workflow_id: str, timeout_s: float =
             return body
         time.sleep(POLL_S)
     raise AssertionError(f"workflow {workflow_id} still running after {timeout_s} s")
+
+
+def poll_until(condition: Callable[[], bool], timeout_s: float, what: str,
+               describe: Callable[[], str] = lambda: "") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout_s} s: {what}{describe()}")
+        time.sleep(POLL_S)
+
+
+def activity_states(temporal_address: str, workflow_ids: list[str], activity: str | None = None) -> list[str]:
+    """The states (SCHEDULED, STARTED, ...) of the pending activities of the
+    workflows (only ``activity``'s when given), as Temporal reports them."""
+
+    async def describe() -> list[str]:
+        client = await Client.connect(temporal_address)
+        states = []
+        for workflow_id in workflow_ids:
+            description = await client.get_workflow_handle(workflow_id).describe()
+            states += [PendingActivityState.Name(pending.state).removeprefix("PENDING_ACTIVITY_STATE_")
+                       for pending in description.raw_description.pending_activities
+                       if activity in (None, pending.activity_type.name)]
+        return states
+
+    return asyncio.run(describe())
 
 
 def count_rows(running_stack, table: str, workflow_id: str) -> int:
@@ -104,7 +134,8 @@ def test_survives_worker_crash(gateway_url, alice, running_stack) -> None:
     """Kill the worker during a slow activity; a new worker finishes the run."""
     config, state = running_stack
     started = start(gateway_url, alice, project_delay_ms=4000)
-    time.sleep(1.5)  # the project activity is now sleeping on the worker
+    poll_until(lambda: activity_states(state.temporal_address, [started["workflow_id"]], "create_default_project")
+               == ["STARTED"], 30, "the project activity runs on the worker")
     worker = state.processes["worker"]
     worker.stop_signal = 9  # a crash, not a graceful stop
     assert stop(worker) == "stopped"

@@ -16,6 +16,7 @@ from temporalio.client import Client
 from gateway.auth.identity import current_claims
 from gateway.bodies import json_body
 from gateway.bodies import string_field
+from gateway.budgets import enforce_rate
 from gateway.db import tenant_transaction
 from gateway.errors import ApiError
 from gateway.rbac.enforcer import authorize
@@ -74,6 +75,8 @@ def execute() -> Response:
         _bounded_int(data, "fail_email_attempts", MAX_INJECTED_FAILURES),
         _bounded_int(data, "project_delay_ms", MAX_PROJECT_DELAY_MS),
     )
+    # After validation, so only real starts spend the tenant's start budget.
+    enforce_rate(claims, "workflow_starts")
     settings = current_app.config["APPRUN_SETTINGS"]
     workflow_id = f"{name}-{uuid.uuid4()}"
     bridge = _bridge()

@@ -12,6 +12,13 @@ MAX_INJECTED_FAILURES = 10
 MAX_PROJECT_DELAY_MS = 60_000
 
 
+def activity_task_queue(workflow_task_queue: str, tenant_id: str) -> str:
+    """Each tenant's activities run on a task queue of their own, polled by
+    a worker sized by the tenant's plan (gateway/workflows/tenant_workers.py):
+    one tenant's backlog waits in Temporal without holding another's slots."""
+    return f"{workflow_task_queue}.tenant.{tenant_id}"
+
+
 @dataclass
 class RegistrationInput:
     tenant_id: str
