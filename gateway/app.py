@@ -11,6 +11,7 @@ from gateway.auth import routes as auth_routes
 from gateway.data import routes as data_routes
 from gateway.functions import routes as function_routes
 from gateway.workflows import routes as workflow_routes
+from gateway.storage import routes as storage_routes
 from gateway.rbac import enforcer
 from gateway.settings import Settings
 
@@ -27,6 +28,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     logging.getLogger("gateway").setLevel(logging.INFO)
     for module in (errors, pgerrors, metrics, db, health, enforcer, auth_routes, data_routes,
-                   function_routes, workflow_routes):
+                   function_routes, workflow_routes, storage_routes):
         module.init_app(app)
     return app
