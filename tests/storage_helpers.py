@@ -31,3 +31,21 @@ def api_error(call, *args: Any, **kwargs: Any) -> StorageApiError:
     except StorageApiError as exc:
         return exc
     raise AssertionError(f"{getattr(call, '__name__', call)} succeeded, expected an error")
+
+
+def storage_app(app_config: dict[str, Any], storage_dir: Any, **settings: Any) -> Any:
+    """An in-process gateway on the session's database with its own storage
+    settings (no background sweeper: tests call sweep() themselves)."""
+    from gateway.app import create_app
+
+    return create_app({**app_config, "storage_dir": str(storage_dir), "storage_sweep_interval_s": 0, **settings})
+
+
+def tenant_usage(app: Any, tenant_id: str) -> tuple[int, int]:
+    """(bytes, objects) the tenant stores, as the quota check reads them."""
+    from gateway.db import tenant_transaction
+    from gateway.storage import catalog
+
+    with app.app_context(), tenant_transaction({"tenant_id": tenant_id, "role": "admin", "sub": ""}) as cur:
+        used_bytes, used_objects, _plan = catalog.usage(cur)
+    return used_bytes, used_objects

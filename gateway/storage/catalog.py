@@ -159,19 +159,22 @@ def insert_object(cur: ClaimsCursor, values: dict[str, Any], upsert: bool) -> tu
                         "ON CONFLICT (tenant_id, bucket_id, name) DO NOTHING RETURNING id", params)
             row = cur.fetchone()
             return (str(row[0]) if row else None), None
-        # The CTE locks and reads the row being replaced (its old key).
+        # Lock and read the row being replaced first: a CTE of the upsert
+        # itself would miss it (a row the same command updates is skipped).
+        cur.execute("SELECT storage_key FROM storage_objects WHERE bucket_id = %s AND name = %s FOR UPDATE",
+                    (values["bucket_id"], values["name"]))
+        old = cur.fetchone()
         cur.execute(
-            f"""WITH old AS (SELECT storage_key FROM storage_objects WHERE bucket_id = %s AND name = %s FOR UPDATE)
-                INSERT INTO storage_objects ({', '.join(columns)}) VALUES ({placeholders})
+            f"""INSERT INTO storage_objects ({', '.join(columns)}) VALUES ({placeholders})
                 ON CONFLICT (tenant_id, bucket_id, name) DO UPDATE
                   SET storage_key = EXCLUDED.storage_key, size = EXCLUDED.size, mimetype = EXCLUDED.mimetype,
                       cache_control = EXCLUDED.cache_control, etag = EXCLUDED.etag,
                       user_metadata = EXCLUDED.user_metadata, owner = EXCLUDED.owner, updated_at = now()
-                RETURNING id, (SELECT storage_key FROM old)""",
-            (values["bucket_id"], values["name"], *params),
+                RETURNING id""",
+            params,
         )
         row = cur.fetchone()
-        return str(row[0]), row[1]
+        return str(row[0]), (old[0] if old else None)
     except psycopg2.errors.ForeignKeyViolation:
         raise bucket_not_found(values["bucket_id"]) from None
 

@@ -108,7 +108,8 @@ def _discard(keys: list[str]) -> None:
 
 
 def _backend_failure(exc: Exception) -> StorageError:
-    log.error("storage backend error: %s", exc, exc_info=True)
+    """Called in an except block: logs the traceback, answers 503."""
+    log.error("storage backend error: %s", exc, exc_info=exc)
     return StorageError(503, "storage_backend_unavailable", "the object store did not answer")
 
 
