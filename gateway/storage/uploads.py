@@ -23,7 +23,7 @@ from werkzeug.sansio.multipart import (
 
 from gateway.storage.errors import StorageError
 
-CHUNK_BYTES = 64 * 1024
+CHUNK_BYTES = 256 * 1024
 # Form fields other than the file are small (cacheControl, metadata JSON).
 MAX_FIELD_BYTES = 64 * 1024
 MAX_PARTS = 16
