@@ -36,16 +36,13 @@ from gateway.storage.errors import (
 from gateway.storage.names import check_bucket_id, check_object_name, folder_prefix
 from gateway.storage.signing import DOWNLOAD, UPLOAD, UrlSigner, derive_key
 from gateway.storage.sweeper import start_periodic_sweep
-from gateway.storage.uploads import UploadBody, payload_too_large
+from gateway.storage.uploads import MULTIPART_SLACK_BYTES, UploadBody, payload_too_large
 
 log = logging.getLogger(__name__)
 bp = Blueprint("storage", __name__, url_prefix="/storage/v1")
 bp.after_request(add_supabase_fields)
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Multipart framing around the file part (boundaries, part headers, the
-# small form fields): allowed on top of the object size limit.
-MULTIPART_SLACK_BYTES = 256 * 1024
 SIGNED_UPLOAD_EXPIRES_S = 2 * 3600
 MAX_LIST_LIMIT = 1000
 MAX_REMOVE_PATHS = 1000
