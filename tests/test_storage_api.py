@@ -325,3 +325,35 @@ def test_errors_have_both_shapes(gateway_url, tokens) -> None:
     malformed = requests.post(f"{gateway_url}/storage/v1/bucket", data="{", timeout=10,
                               headers={"Authorization": f"Bearer {tokens['alice']}", "Content-Type": "application/json"})
     assert malformed.status_code == 400 and malformed.json()["statusCode"] == "400"
+
+
+def test_move_between_buckets_and_authenticated_download(clients, alice_bucket, gateway_url, tokens) -> None:
+    alice, charlie = clients["alice"], clients["charlie"]
+    second, theirs = unique("second"), unique("theirs")
+    alice.create_bucket(second)
+    charlie.create_bucket(theirs)
+    try:
+        files = alice.from_(alice_bucket)
+        files.upload("travels.txt", b"moving")
+        moved = requests.post(f"{gateway_url}/storage/v1/object/move", timeout=10, headers={
+            "Authorization": f"Bearer {tokens['alice']}"}, json={
+            "bucketId": alice_bucket, "sourceKey": "travels.txt", "destinationBucket": second,
+            "destinationKey": "arrived.txt"})
+        assert moved.status_code == 200, moved.text
+        assert alice.from_(second).download("arrived.txt") == b"moving" and not files.exists("travels.txt")
+        # A bucket that exists only in the other tenant is not a destination.
+        refused = requests.post(f"{gateway_url}/storage/v1/object/move", timeout=10, headers={
+            "Authorization": f"Bearer {tokens['alice']}"}, json={
+            "bucketId": second, "sourceKey": "arrived.txt", "destinationBucket": theirs,
+            "destinationKey": "stolen.txt"})
+        assert refused.status_code == 404 and refused.json()["error"] == "not_found"
+        assert charlie.from_(theirs).list() == []
+        authenticated = requests.get(f"{gateway_url}/storage/v1/object/authenticated/{second}/arrived.txt",
+                                     headers={"Authorization": f"Bearer {tokens['bob']}"}, timeout=10)
+        assert authenticated.status_code == 200 and authenticated.content == b"moving"
+        attachment = requests.get(f"{gateway_url}/storage/v1/object/{second}/arrived.txt?download",
+                                  headers={"Authorization": f"Bearer {tokens['bob']}"}, timeout=10)
+        assert attachment.headers["Content-Disposition"] == 'attachment; filename="arrived.txt"'
+    finally:
+        _drop(alice, second)
+        _drop(charlie, theirs)
