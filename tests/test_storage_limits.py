@@ -106,3 +106,27 @@ def test_object_quota_holds_under_concurrent_uploads(app_config, tokens, tmp_pat
     finally:
         _drop(alice, bucket_id)
     assert tenant_usage(app, TENANT_1)[1] == used_objects
+
+
+def test_multipart_garbage_around_the_file_is_413_not_stored(app_config, tokens, tmp_path) -> None:
+    """Unbounded form framing (a huge preamble or epilogue) is refused by the
+    parser's buffer cap as the caller's 413, never as a backend failure."""
+    app = storage_app(app_config, tmp_path)
+    alice = storage_client(BASE, tokens["alice"], app=app)
+    bucket_id = unique("framing")
+    alice.create_bucket(bucket_id)
+    boundary = "b0undary"
+    part = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f.bin\"\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\nabc\r\n--{boundary}--\r\n").encode()
+    junk = b"j" * (2 * 1024 * 1024)
+    headers = {"Authorization": f"Bearer {tokens['alice']}", "Content-Type": f"multipart/form-data; boundary={boundary}"}
+    try:
+        with app.test_client() as client:
+            for name, body in (("epilogue.bin", part + junk), ("preamble.bin", junk + b"\r\n" + part)):
+                response = client.post(f"/storage/v1/object/{bucket_id}/{name}", data=body, headers=headers)
+                assert response.status_code == 413, (name, response.get_json())
+                assert response.get_json()["statusCode"] == "413"
+        assert alice.from_(bucket_id).list() == []
+        assert list(app.extensions["apprun.storage"].backend.list_keys()) == []
+    finally:
+        alice.delete_bucket(bucket_id)

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
 from werkzeug.http import http_date
 from werkzeug.routing import PathConverter
 
@@ -220,7 +221,7 @@ def _store_upload(claims: dict[str, Any], bucket_id: str, name: str, upsert: boo
     key = new_key(claims["tenant_id"])
     try:
         service.backend.write(key, body.chunks())
-    except ApiError:
+    except (ApiError, HTTPException):   # the caller's body (413, 400), not the backend
         raise
     except Exception as exc:  # noqa: BLE001
         raise _backend_failure(exc) from None
