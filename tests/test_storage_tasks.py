@@ -25,6 +25,8 @@ from locust.env import Environment
 from locustfiles import personas, storage_tasks
 
 args = json.loads(os.environ["STORAGE_TASKS_ARGS"])
+import random
+random.seed(20261123)   # the tasks pick sizes and bob's write at random: the same picks every run
 personas.SEED_PASSWORD = args["password"]
 violations = Counter()
 storage_tasks.record_violation = lambda counter: violations.update([counter])
@@ -54,8 +56,8 @@ try:
             storage_tasks.forbidden_write(bob)
     else:
         alice = user("alice", t1, t2)
-        storage_tasks.forbidden_write(alice)                               # an admin posing as bob
         storage_tasks.cross_tenant_download(user("alice", t1, t1))        # its own object as "foreign"
+        storage_tasks.forbidden_write(alice)   # an admin posing as bob (after: it may delete the seed)
         storage_tasks.upload_object(alice)
         name, _digest, size = alice.storage_unverified[0]
         alice.storage_unverified[0] = (name, b"not the md5 of what was sent", size)
