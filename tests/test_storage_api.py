@@ -357,3 +357,23 @@ def test_move_between_buckets_and_authenticated_download(clients, alice_bucket, 
     finally:
         _drop(alice, second)
         _drop(charlie, theirs)
+
+
+def test_move_and_copy_respect_the_destination_buckets_rules(clients, alice_bucket, gateway_url, tokens) -> None:
+    alice = clients["alice"]
+    images = unique("images")
+    alice.create_bucket(images, options={"allowed_mime_types": ["image/png"], "file_size_limit": 100})
+    try:
+        files = alice.from_(alice_bucket)
+        files.upload("note.txt", b"text", {"content-type": "text/plain"})
+        files.upload("big.png", PNG * 2, {"content-type": "image/png"})
+        for action in ("move", "copy"):
+            for source, status, code in (("note.txt", 415, "invalid_mime_type"), ("big.png", 413, "payload_too_large")):
+                response = requests.post(f"{gateway_url}/storage/v1/object/{action}", timeout=10,
+                                         headers={"Authorization": f"Bearer {tokens['alice']}"},
+                                         json={"bucketId": alice_bucket, "sourceKey": source,
+                                               "destinationBucket": images, "destinationKey": source})
+                assert (response.status_code, response.json()["error"]) == (status, code), (action, source)
+        assert alice.from_(images).list() == [] and files.exists("note.txt") and files.exists("big.png")
+    finally:
+        _drop(alice, images)

@@ -215,10 +215,25 @@ def _transfer_body() -> tuple[str, str, str, str]:
 @storage_authorize
 def move_object() -> Response:
     bucket_id, source, destination_bucket, destination = _transfer_body()
-    with tenant_transaction(current_claims(), single_statement=True) as cur:
+    with tenant_transaction(current_claims(), single_statement=destination_bucket == bucket_id) as cur:
+        if destination_bucket != bucket_id:
+            # Into another bucket: that bucket's size and MIME rules apply.
+            moving = catalog.get_object(cur, bucket_id, source)
+            if moving is None:
+                raise object_not_found()
+            _check_bucket_rules(catalog.upload_target(cur, destination_bucket, destination), moving)
         if not catalog.move_object(cur, bucket_id, source, destination_bucket, destination):
             raise object_not_found()
     return message("Successfully moved")
+
+
+def _check_bucket_rules(target: catalog.UploadTarget, obj: catalog.StoredObject) -> None:
+    limit = storage_service().settings.storage_max_object_bytes
+    if target.file_size_limit is not None:
+        limit = min(limit, target.file_size_limit)
+    if obj.size > limit:
+        raise payload_too_large(limit)
+    limits.check_mimetype(obj.mimetype, target.allowed_mime_types)
 
 
 @bp.post("/object/copy")
@@ -235,10 +250,7 @@ def copy_object() -> Response:
         target = catalog.upload_target(cur, destination_bucket, destination)
     if target.existing_size is not None and not upsert:
         raise duplicate(f"'{destination}' exists in '{destination_bucket}'")
-    limit = min(service.settings.storage_max_object_bytes, target.file_size_limit or original.size)
-    if original.size > limit:
-        raise payload_too_large(limit)
-    limits.check_mimetype(original.mimetype, target.allowed_mime_types)
+    _check_bucket_rules(target, original)
     key = new_key(claims["tenant_id"])
     try:
         service.backend.copy(original.storage_key, key)
