@@ -11,6 +11,7 @@ from gateway.auth import routes as auth_routes
 from gateway.data import routes as data_routes
 from gateway.functions import routes as function_routes
 from gateway.workflows import routes as workflow_routes
+from gateway.storage import routes as storage_routes
 from gateway.rbac import enforcer
 from gateway.settings import Settings
 
@@ -18,7 +19,7 @@ from gateway.settings import Settings
 # handlers and hooks before the routes).  A new part is one more entry.
 COMPONENTS = (
     jsonio, errors, pgerrors, metrics, db, health, enforcer, budgets,
-    auth_routes, data_routes, function_routes, workflow_routes, openapi,
+    auth_routes, data_routes, function_routes, workflow_routes, storage_routes, openapi,
 )
 
 

@@ -142,6 +142,29 @@ class Settings:
     budget_default_plan: str = "free"
     # tenants.plan is cached this long per tenant (a plan change applies within it).
     budget_plan_cache_ttl_s: float = 30.0
+    # --- object storage (/storage/v1) -----------------------------------
+    # File backend root; the stack points it at <state dir>/storage.
+    storage_dir: str = ".apprun/storage"
+    # S3-compatible backend (MinIO, S3) instead of files when the endpoint is set.
+    storage_s3_endpoint: str = ""
+    storage_s3_bucket: str = "apprun-storage"
+    storage_s3_access_key: str = ""
+    storage_s3_secret_key: str = ""
+    storage_s3_region: str = "us-east-1"
+    # Key of the signed-URL HMAC; empty derives one from the JWT secret (or key file).
+    storage_signing_secret: str = ""
+    storage_signed_url_max_expiry_s: int = 7 * 24 * 3600
+    storage_max_object_bytes: int = 200 * 1024 * 1024
+    storage_max_path_bytes: int = 1024
+    # Per-tenant quota by tenants.plan (an unknown plan gets the free quota).
+    storage_free_quota_bytes: int = 1024 * 1024 * 1024
+    storage_free_quota_objects: int = 100_000
+    storage_pro_quota_bytes: int = 100 * 1024 * 1024 * 1024
+    storage_pro_quota_objects: int = 10_000_000
+    # Bytes with no metadata row (a crash between write and commit) older
+    # than the grace period are deleted every interval (0 = never).
+    storage_orphan_grace_s: int = 3600
+    storage_sweep_interval_s: int = 3600
 
     extra: Mapping[str, Any] = field(default_factory=dict)
 

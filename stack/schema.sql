@@ -237,3 +237,97 @@ DROP POLICY IF EXISTS owner_plan_lookup ON tenants;
 CREATE POLICY owner_plan_lookup ON tenants FOR SELECT TO CURRENT_USER USING (true);
 REVOKE ALL ON FUNCTION budget_tenant_plans() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION budget_tenant_plans() TO apprun_gateway;
+-- ---------------------------------------------------------------------
+-- Object storage (/storage/v1): metadata here under RLS, bytes on the
+-- gateway's backend (files or S3) under an opaque storage_key.
+-- ---------------------------------------------------------------------
+CREATE TABLE IF NOT EXISTS storage_buckets (
+  tenant_id           uuid NOT NULL DEFAULT app_tenant_id() REFERENCES tenants(id),
+  id                  text NOT NULL CHECK (id ~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$'),
+  name                text NOT NULL,
+  owner               text NOT NULL DEFAULT '',
+  public              boolean NOT NULL DEFAULT false,
+  file_size_limit     bigint CHECK (file_size_limit IS NULL OR file_size_limit > 0),
+  allowed_mime_types  text[],
+  created_at          timestamptz NOT NULL DEFAULT now(),
+  updated_at          timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (tenant_id, id)   -- bucket ids are unique per tenant only
+);
+
+CREATE TABLE IF NOT EXISTS storage_objects (
+  id                uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  tenant_id         uuid NOT NULL DEFAULT app_tenant_id(),
+  bucket_id         text NOT NULL,
+  -- "C" collation: byte order, so prefix LIKE uses the unique index.
+  name              text COLLATE "C" NOT NULL CHECK (octet_length(name) BETWEEN 1 AND 1024),
+  storage_key       text NOT NULL UNIQUE,
+  size              bigint NOT NULL CHECK (size >= 0),
+  mimetype          text NOT NULL,
+  cache_control     text,
+  etag              text NOT NULL,
+  user_metadata     jsonb,
+  owner             text NOT NULL DEFAULT '',
+  created_at        timestamptz NOT NULL DEFAULT now(),
+  updated_at        timestamptz NOT NULL DEFAULT now(),
+  last_accessed_at  timestamptz NOT NULL DEFAULT now(),
+  FOREIGN KEY (tenant_id, bucket_id) REFERENCES storage_buckets (tenant_id, id),
+  UNIQUE (tenant_id, bucket_id, name)
+);
+
+-- Bytes and objects per tenant, kept by statement triggers so the quota
+-- check is one row read; concurrent uploads serialise on this row.
+CREATE TABLE IF NOT EXISTS storage_usage (
+  tenant_id  uuid PRIMARY KEY DEFAULT app_tenant_id() REFERENCES tenants(id),
+  bytes      bigint NOT NULL DEFAULT 0,
+  objects    bigint NOT NULL DEFAULT 0
+);
+
+CREATE OR REPLACE FUNCTION storage_usage_track() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP IN ('INSERT', 'UPDATE') THEN
+    INSERT INTO storage_usage AS u (tenant_id, bytes, objects)
+      SELECT tenant_id, sum(size), CASE WHEN TG_OP = 'INSERT' THEN count(*) ELSE 0 END
+      FROM storage_new_rows GROUP BY tenant_id
+    ON CONFLICT (tenant_id) DO UPDATE
+      SET bytes = u.bytes + EXCLUDED.bytes, objects = u.objects + EXCLUDED.objects;
+  END IF;
+  IF TG_OP IN ('DELETE', 'UPDATE') THEN
+    UPDATE storage_usage u
+       SET bytes = u.bytes - d.bytes, objects = u.objects - d.objects
+      FROM (SELECT tenant_id, sum(size) AS bytes,
+                   CASE WHEN TG_OP = 'DELETE' THEN count(*) ELSE 0 END AS objects
+              FROM storage_old_rows GROUP BY tenant_id) d
+     WHERE u.tenant_id = d.tenant_id;
+  END IF;
+  RETURN NULL;
+END
+$$;
+DROP TRIGGER IF EXISTS storage_usage_insert ON storage_objects;
+CREATE TRIGGER storage_usage_insert AFTER INSERT ON storage_objects
+  REFERENCING NEW TABLE AS storage_new_rows FOR EACH STATEMENT EXECUTE FUNCTION storage_usage_track();
+DROP TRIGGER IF EXISTS storage_usage_update ON storage_objects;
+CREATE TRIGGER storage_usage_update AFTER UPDATE ON storage_objects
+  REFERENCING OLD TABLE AS storage_old_rows NEW TABLE AS storage_new_rows
+  FOR EACH STATEMENT EXECUTE FUNCTION storage_usage_track();
+DROP TRIGGER IF EXISTS storage_usage_delete ON storage_objects;
+CREATE TRIGGER storage_usage_delete AFTER DELETE ON storage_objects
+  REFERENCING OLD TABLE AS storage_old_rows FOR EACH STATEMENT EXECUTE FUNCTION storage_usage_track();
+
+DO $$
+DECLARE
+  t text;
+BEGIN
+  FOREACH t IN ARRAY ARRAY['storage_buckets', 'storage_objects', 'storage_usage'] LOOP
+    EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
+    EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
+    EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %I', t);
+    EXECUTE format('CREATE POLICY tenant_isolation ON %I
+                      USING (tenant_id = (SELECT app_tenant_id()))
+                      WITH CHECK (tenant_id = (SELECT app_tenant_id()))', t);
+  END LOOP;
+END
+$$;
+
+GRANT SELECT, INSERT, UPDATE, DELETE ON storage_buckets, storage_objects TO apprun_gateway;
+GRANT SELECT, INSERT, UPDATE ON storage_usage TO apprun_gateway;

@@ -164,6 +164,7 @@ def service_env(config: StackConfig, state: StackState, keys: dict[str, str]) ->
         "APPRUN_JWT_SECRET": os.environ.get("APPRUN_JWT_SECRET") or keys["jwt_secret"],
         "APPRUN_TEMPORAL_ADDRESS": state.temporal_address,
         "APPRUN_FUNCTION_CACHE_DIR": str(config.state_dir / "wasm-cache"),
+        "APPRUN_STORAGE_DIR": os.environ.get("APPRUN_STORAGE_DIR") or str(config.state_dir / "storage"),
         "APPRUN_GATEWAY_HOST": config.host,
         "APPRUN_GATEWAY_PORT": str(config.gateway_port),
         "APPRUN_GATEWAY_WORKERS": str(config.gateway_workers),
