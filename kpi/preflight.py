@@ -10,14 +10,20 @@
 """
 from __future__ import annotations
 
+import json
+import logging
+import os
 import statistics
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import requests
 
 from wasm.build import example_wasm
+
+log = logging.getLogger("apprun.kpi")
 
 HOT_CALLS = 200
 AUTH_SECONDS = 2.0
@@ -101,3 +107,38 @@ def auth_checks_over_http(host: str, token: str) -> float:
 
 def median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
+
+
+def login(host: str, email: str, password: str) -> str:
+    """An access token for the pre-flight's user (``--kpi-user``)."""
+    response = requests.post(f"{host}/auth/login", json={"email": email, "password": password}, timeout=30)
+    if response.status_code != 200:
+        raise RuntimeError(f"pre-flight login as {email} answered HTTP {response.status_code}")
+    return response.json()["access_token"]
+
+
+def measure(host: str, email: str, password: str, secrets_file: Path | None) -> dict[str, Any]:
+    """Every pre-flight figure; ``secrets_file`` is the embedded stack's (auth
+    is then measured in process), None for a --host target (over HTTP).  A
+    failure is reported under "error" (its KPIs then have no samples, a
+    failed check), never as a pass."""
+    figures: dict[str, Any] = {}
+    try:
+        token = login(host, email, password)
+        figures.update(wasm_figures(host, token))
+        if secrets_file is not None:
+            secrets = json.loads(secrets_file.read_text())
+            figures["auth_checks_per_s"] = auth_checks_in_process(
+                {"jwt_secret": os.environ.get("APPRUN_JWT_SECRET") or secrets["jwt_secret"]}, token)
+            figures["auth_method"] = "in process (JWT verify + Casbin enforce, uncached)"
+        else:
+            figures["auth_checks_per_s"] = auth_checks_over_http(host, token)
+            figures["auth_method"] = f"HTTP /auth/me over {AUTH_CONCURRENCY} connections"
+    except Exception as exc:  # noqa: BLE001 - reported as missing samples, never as a pass
+        log.error("pre-flight failed: %s", exc)
+        figures["error"] = str(exc)
+    cold, hot = figures.get("wasm_cold_start_ms") or [None], median(figures.get("wasm_hot_us", []))
+    log.info("pre-flight: auth %.0f checks/s (%s), wasm cold start %s ms, hot median %s us",
+             figures.get("auth_checks_per_s", 0), figures.get("auth_method", "not measured"),
+             "n/a" if cold[0] is None else f"{cold[0]:.2f}", "n/a" if hot is None else f"{hot:.0f}")
+    return figures

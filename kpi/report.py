@@ -16,7 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from kpi.collector import Collector  # noqa: E402
-from kpi.evaluate import Verdict, histogram_percentile  # noqa: E402
+from kpi.evaluate import histogram_percentile  # noqa: E402
+from kpi.state import RunState  # noqa: E402
 
 
 def _mark_window(ax: Any, window: tuple[int, int] | None, t0: float) -> None:
@@ -98,31 +99,31 @@ def _write_locust_csv(report_dir: Path, environment) -> list[str]:
     return list(files)
 
 
-def write(report_dir: Path, environment, verdicts: list[Verdict], state: dict[str, Any],
-          collector: Collector) -> Path:
+def write(report_dir: Path, environment, run: RunState, collector: Collector, embedded_stack: bool) -> Path:
     report_dir.mkdir(parents=True, exist_ok=True)
     options = environment.parsed_options
+    verdicts = run.verdicts
     passed = all(v.passed for v in verdicts)
     stats = environment.stats.total
     errors = sorted(environment.stats.errors.values(), key=lambda e: -e.occurrences)[:10]
-    charts = _charts(report_dir, collector, state.get("sampler"), state.get("judged_window"))
+    charts = _charts(report_dir, collector, run.sampler, run.judged_window)
     data = {
         "verdict": "PASS" if passed else "FAIL",
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "target": environment.host,
-        "embedded_stack": state.get("stack_config") is not None,
+        "embedded_stack": embedded_stack,
         "profile": options.load_profile,
         "run_time_s": options.run_time,
         "thresholds_file": options.thresholds,
         "environment": {"python": platform.python_version(), "machine": platform.machine(),
                         "cpus": os.cpu_count(), "system": platform.platform()},
         "kpis": [v.to_json() for v in verdicts],
-        "capacity_rps": state.get("capacity_rps"),
-        "stress_steps": state.get("steps"),
-        "aborted": state.get("aborted"),
-        "preflight": {k: v for k, v in state.get("preflight", {}).items() if not isinstance(v, list)},
-        "resources": state.get("resources", {}),
-        "judged_window": state.get("judged_window"),
+        "capacity_rps": run.capacity_rps,
+        "stress_steps": run.steps,
+        "aborted": run.aborted,
+        "preflight": {k: v for k, v in run.preflight.items() if not isinstance(v, list)},
+        "resources": run.resources,
+        "judged_window": run.judged_window,
         "totals": {"requests": stats.num_requests, "failures": stats.num_failures,
                    "median_ms": stats.median_response_time, "p95_ms": stats.get_response_time_percentile(0.95)},
         "errors": [{"method": e.method, "name": e.name, "error": str(e.error), "occurrences": e.occurrences}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import random
 import time
 import uuid
@@ -17,12 +16,14 @@ import uuid
 from locust import FastHttpUser, constant_throughput, events, task
 from locust.exception import StopUser
 
-from kpi.plugin import PER_USER_RPS, after_load, record_violation
+from kpi.hooks import after_load, record_violation
+from kpi.pacing import PER_USER_RPS
+from kpi.seed import seed_password
 from kpi.target import loopback_error
 
 TENANT_1 = "11111111-1111-1111-1111-111111111111"
 TENANT_2 = "22222222-2222-2222-2222-222222222222"
-SEED_PASSWORD = os.environ.get("APPRUN_SEED_PASSWORD", "apprun-dev-password")
+SEED_PASSWORD = seed_password()
 FUNCTION_NAME = "loadtest-price"
 PRICE_INPUT = {"items": [{"name": "A", "price_cents": 1000}, {"name": "B", "price_cents": 2599}],
                "tax_rate_bp": 2000}

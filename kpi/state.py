@@ -1,0 +1,40 @@
+"""The run's state on the master (or the local runner): one typed object
+instead of a dict of loose keys."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from kpi.evaluate import Verdict
+
+
+@dataclass
+class RunState:
+    started_at: float | None = None          # test_start (before the pre-flight)
+    load_stopped_at: float | None = None     # test_stop
+    preflight_running: bool = False
+    preflight: dict[str, Any] = field(default_factory=dict)
+    steps: list[dict[str, Any]] = field(default_factory=list)      # stress steps, judged
+    capacity_rps: float | None = None
+    capacity_window: list[int] | None = None
+    aborted: str | None = None
+    verdicts: list[Verdict] = field(default_factory=list)
+    judged_window: tuple[int, int] | None = None
+    resources: dict[str, dict[str, float]] = field(default_factory=dict)
+    sampler: Any = None                      # kpi.sampler.*Sampler of the current run
+
+    def begin_run(self, now: float | None = None) -> None:
+        """A new run (headless, or START in the web UI): forget the last one's figures."""
+        self.started_at = time.time() if now is None else now
+        self.load_stopped_at = None
+        self.steps, self.capacity_rps, self.capacity_window, self.aborted = [], None, None, None
+        self.verdicts, self.judged_window, self.resources = [], None, {}
+
+    def reset_stats(self, now: float | None = None) -> None:
+        """Locust's "Reset stats": the KPIs are judged again from here (warm-up included)."""
+        if self.started_at is not None:
+            self.started_at = time.time() if now is None else now
+        self.steps, self.capacity_rps, self.capacity_window = [], None, None
+        if self.sampler is not None:
+            self.sampler.samples.clear()
