@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from locust.runners import STATE_INIT, STATE_SPAWNING
 
 from kpi import live
 from kpi.evaluate import Verdict
@@ -19,6 +18,9 @@ from kpi.thresholds import Thresholds
 log = logging.getLogger("apprun.kpi")
 
 KPI_TAB_KEY = "apprun-kpis"
+# Locust's runner states (locust.runners.STATE_INIT / STATE_SPAWNING), as
+# strings: importing Locust here would monkey-patch the unit tests' process.
+STATE_INIT, STATE_SPAWNING = "ready", "spawning"
 RESULTS = ("PASS", "FAIL", "INCONCLUSIVE")
 TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
                                autoescape=jinja2.select_autoescape(["html"]))

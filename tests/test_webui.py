@@ -29,9 +29,9 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 GREEN, RED = "rgb(46, 125, 50)", "rgb(198, 40, 40)"   # kpi/templates/locust_ui_extra.html
 WARMUP_S = 8
 # The header shows the runner state in lower case (upper case only by CSS).
-RUNNING, STOPPED = re.compile(r"Status\s*running", re.I), re.compile(r"Status\s*stopped", re.I)
+RUNNING, STOPPED = re.compile(r"Status\s*running", re.IGNORECASE), re.compile(r"Status\s*stopped", re.IGNORECASE)
 # Load reaches the page: users and requests per second above zero.
-LOAD_SHOWN = re.compile(r"Status\s*running\s*Users\s*[1-9]\d*\s*RPS\s*[1-9]", re.I)
+LOAD_SHOWN = re.compile(r"Status\s*running\s*Users\s*[1-9]\d*\s*RPS\s*[1-9]", re.IGNORECASE)
 
 
 def system_chromium() -> str:
@@ -52,7 +52,7 @@ def web_ui(tmp_path: Path, gateway_url: str):  # type: ignore[no-untyped-def]
     port = free_port()
     argv = [sys.executable, "-m", "locust", "--host", gateway_url, "--web-host", "127.0.0.1", "--web-port", str(port),
             "--thresholds", str(thresholds), "--run-time", "300s", "--report-dir", str(tmp_path / "reports")]
-    log = open(tmp_path / "locust.log", "w")
+    log = (tmp_path / "locust.log").open("w")  # noqa: SIM115 - closed after the process, below
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             env={**os.environ, "APPRUN_SEED_PASSWORD": SEED_PASSWORD})
     base = f"http://127.0.0.1:{port}"
