@@ -18,6 +18,8 @@ class Collector:
         # second -> {"method name": [histogram, failures]}
         self.buckets: dict[int, dict[str, list[Any]]] = {}
         self.counters: dict[int, dict[str, int]] = {}
+        # second -> {"gauge|where": [values]}: the generator's own figures (kpi/validity.py)
+        self.gauges: dict[int, dict[str, list[float]]] = {}
         self._lock = threading.Lock()
 
     def request(self, second: int, method: str, name: str, response_time_ms: float, failed: bool) -> None:
@@ -34,6 +36,20 @@ class Collector:
             bucket = self.counters.setdefault(second, {})
             bucket[counter] = bucket.get(counter, 0) + amount
 
+    def gauge(self, second: int, key: str, value: float) -> None:
+        with self._lock:
+            self.gauges.setdefault(second, {}).setdefault(key, []).append(value)
+
+    def gauges_between(self, start_s: int, end_s: int) -> dict[str, list[float]]:
+        """Every gauge's values in [start_s, end_s)."""
+        merged: dict[str, list[float]] = {}
+        with self._lock:
+            for second, gauges in self.gauges.items():
+                if start_s <= second < end_s:
+                    for key, values in gauges.items():
+                        merged.setdefault(key, []).extend(values)
+        return merged
+
     def first_second(self, since: int) -> int | None:
         """The first second at or after ``since`` that has a request."""
         with self._lock:
@@ -42,8 +58,8 @@ class Collector:
     def drain(self) -> dict[str, Any]:
         """Everything collected since the last drain (for report_to_master)."""
         with self._lock:
-            data = {"buckets": self.buckets, "counters": self.counters}
-            self.buckets, self.counters = {}, {}
+            data = {"buckets": self.buckets, "counters": self.counters, "gauges": self.gauges}
+            self.buckets, self.counters, self.gauges = {}, {}, {}
         return data
 
     def merge(self, data: dict[str, Any]) -> None:
@@ -59,6 +75,10 @@ class Collector:
                 bucket = self.counters.setdefault(int(second), {})
                 for name, amount in counters.items():
                     bucket[name] = bucket.get(name, 0) + amount
+            for second, gauges in data.get("gauges", {}).items():
+                bucket = self.gauges.setdefault(int(second), {})
+                for key, values in gauges.items():
+                    bucket.setdefault(key, []).extend(values)
 
     def snapshot(self, start_s: int, end_s: int) -> Snapshot:
         """Requests in [start_s, end_s); violation counters over the whole run

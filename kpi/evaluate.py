@@ -6,10 +6,12 @@ failed check, never a silent pass.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
+from kpi.percentiles import MEASURED_DECIMALS, histogram_percentile, list_percentile
 from kpi.thresholds import Expression, Threshold, Thresholds
+
+__all__ = ["MEASURED_DECIMALS", "histogram_percentile", "list_percentile", "evaluate", "Snapshot", "Verdict"]
 
 COUNTERS = ("isolation_violations", "rbac_violations", "lost_writes", "workflow_failures")
 
@@ -46,11 +48,6 @@ class Snapshot:
     values: dict[str, float] = field(default_factory=dict)
 
 
-# Every measured figure is rounded once, here, to this many decimals; the
-# console, summary.json, the report and the stress steps all show this value.
-MEASURED_DECIMALS = 3
-
-
 @dataclass(frozen=True)
 class Verdict:
     key: str
@@ -62,27 +59,6 @@ class Verdict:
     def to_json(self) -> dict:
         return {"metric": self.key, "threshold": self.expression, "measured": self.measured,
                 "passed": self.passed, "note": self.note}
-
-
-def histogram_percentile(histogram: dict[int, int], percentile: float) -> float | None:
-    total = sum(histogram.values())
-    if total == 0:
-        return None
-    rank = math.ceil(total * percentile / 100.0)
-    seen = 0
-    for value in sorted(histogram):
-        seen += histogram[value]
-        if seen >= rank:
-            return float(value)
-    return float(max(histogram))
-
-
-def list_percentile(values: list[float], percentile: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(len(ordered) * percentile / 100.0))
-    return float(ordered[rank - 1])
 
 
 def _matching(snapshot: Snapshot, threshold: Threshold) -> RequestSeries:

@@ -13,6 +13,7 @@ from kpi.evaluate import Snapshot, Verdict, evaluate
 from kpi.hooks import collector
 from kpi.state import RunState
 from kpi.thresholds import Thresholds
+from kpi.validity import ValidityCheck
 
 run = RunState()
 
@@ -35,3 +36,7 @@ def snapshot_now(thresholds: Thresholds) -> Snapshot:
 
 def live_verdicts(thresholds: Thresholds) -> list[Verdict]:
     return evaluate(snapshot_now(thresholds), thresholds) if run.started_at else []
+
+
+def validity_now(thresholds: Thresholds) -> list[ValidityCheck]:
+    return windows.validity_between(figures(), thresholds, *judged_window(thresholds)) if run.started_at else []

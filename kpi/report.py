@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from kpi.collector import Collector  # noqa: E402
 from kpi.evaluate import histogram_percentile  # noqa: E402
 from kpi.state import RunState  # noqa: E402
+from kpi.validity import cause  # noqa: E402
 
 
 def _mark_window(ax: Any, window: tuple[int, int] | None, t0: float) -> None:
@@ -103,12 +104,13 @@ def write(report_dir: Path, environment, run: RunState, collector: Collector, em
     report_dir.mkdir(parents=True, exist_ok=True)
     options = environment.parsed_options
     verdicts = run.verdicts
-    passed = all(v.passed for v in verdicts)
     stats = environment.stats.total
     errors = sorted(environment.stats.errors.values(), key=lambda e: -e.occurrences)[:10]
     charts = _charts(report_dir, collector, run.sampler, run.judged_window)
     data = {
-        "verdict": "PASS" if passed else "FAIL",
+        "verdict": run.verdict,
+        "inconclusive_cause": cause(run.validity) or None,
+        "validity": [check.to_json() for check in run.validity],
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "target": environment.host,
         "embedded_stack": embedded_stack,
@@ -145,19 +147,31 @@ def write(report_dir: Path, environment, run: RunState, collector: Collector, em
     for v in verdicts:
         measured = "no samples" if v.measured is None else f"{v.measured:g}"
         lines.append(f"| {v.key} | `{v.expression}` | {measured} | {'PASS' if v.passed else '**FAIL**'} |")
+    if data["inconclusive_cause"]:
+        lines += ["", f"**INCONCLUSIVE**: the measurement exceeded its budget ({data['inconclusive_cause']}); "
+                  "the KPIs above are neither a pass nor a fail of the system under test."]
+    lines += ["", "## Measurement validity (judged window)", "",
+              "| budget | where | measured | budget | ok |", "|---|---|---|---|---|"]
+    lines += [f"| {c['description']} | {c['where']} | {'not measured' if c['measured'] is None else c['measured']} | "
+              f"{'not judged' if c['budget'] is None else c['budget']} | {'yes' if c['ok'] else '**no**'} |"
+              for c in data["validity"]] or ["| - | - | not measured | - | - |"]
     if data["capacity_rps"] is not None:
         lines += ["", f"Capacity (stress profile): **{data['capacity_rps']} req/s** held every KPI; "
                   "the table above judges that step."]
     if data["stress_steps"]:
-        lines += ["", "| stress step: offered req/s | measured req/s | every KPI held | broken |", "|---|---|---|---|"]
+        lines += ["", "| stress step: offered req/s | measured req/s | every KPI held | broken | measurement |",
+                  "|---|---|---|---|---|"]
         lines += [f"| {st['offered_rps']:g} | {st['measured_rps']:g} | {'yes' if st['held'] else 'no'} | "
-                  f"{', '.join(st['broken']) or '-'} |" for st in data["stress_steps"]]
+                  f"{', '.join(st['broken']) or '-'} | {st.get('invalid') or 'valid'} |" for st in data["stress_steps"]]
     if data["aborted"]:
         lines += ["", f"Run aborted early by abort_on_fail: {data['aborted']}"]
     if data["resources"]:
         lines += ["", "## Resources by component (judged window)", "",
-                  "| component | CPU avg, % of machine | memory max, MB |", "|---|---|---|"]
-        lines += [f"| {name} | {r['cpu_avg_percent']:g} | {r['memory_max_mb']:g} |"
+                  "CPU in both readings of the seed's \"CPU < 50 %\": % of the whole machine "
+                  f"({data['environment']['cpus']} cores = 100, `sut_cpu_percent`) and cores "
+                  "(docker stats' reading, 1.0 = one core, `sut_cpu_cores`).", "",
+                  "| component | CPU avg, % of machine | CPU avg, cores | memory max, MB |", "|---|---|---|---|"]
+        lines += [f"| {name} | {r['cpu_avg_percent']:g} | {r.get('cpu_avg_cores', 0):g} | {r['memory_max_mb']:g} |"
                   for name, r in data["resources"].items()]
     lines += ["", "## Totals", "", f"- requests: {stats.num_requests}, failures: {stats.num_failures}",
               f"- pre-flight: {json.dumps(data['preflight'])}", "", "## Notable errors", ""]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kpi.evaluate import Verdict
+from kpi.validity import ValidityCheck, breaches
 
 
 @dataclass
@@ -20,6 +21,7 @@ class RunState:
     capacity_window: list[int] | None = None
     aborted: str | None = None
     verdicts: list[Verdict] = field(default_factory=list)
+    validity: list[ValidityCheck] = field(default_factory=list)   # the judged window's budgets
     judged_window: tuple[int, int] | None = None
     resources: dict[str, dict[str, float]] = field(default_factory=dict)
     sampler: Any = None                      # kpi.sampler.*Sampler of the current run
@@ -29,7 +31,15 @@ class RunState:
         self.started_at = time.time() if now is None else now
         self.load_stopped_at = None
         self.steps, self.capacity_rps, self.capacity_window, self.aborted = [], None, None, None
-        self.verdicts, self.judged_window, self.resources = [], None, {}
+        self.verdicts, self.validity, self.judged_window, self.resources = [], [], None, {}
+
+    @property
+    def verdict(self) -> str:
+        """One word for the whole run: INCONCLUSIVE (a validity budget was
+        exceeded) whatever the KPIs say, else PASS or FAIL."""
+        if breaches(self.validity):
+            return "INCONCLUSIVE"
+        return "PASS" if all(v.passed for v in self.verdicts) else "FAIL"
 
     def reset_stats(self, now: float | None = None) -> None:
         """Locust's "Reset stats": the KPIs are judged again from here (warm-up included)."""

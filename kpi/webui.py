@@ -14,6 +14,7 @@ from kpi import live
 from kpi.evaluate import Verdict
 from kpi.state import RunState
 from kpi.thresholds import Thresholds
+from kpi.validity import ValidityCheck, breaches, cause
 
 log = logging.getLogger("apprun.kpi")
 
@@ -26,8 +27,10 @@ TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).wit
                                autoescape=jinja2.select_autoescape(["html"]))
 
 
-def tab_rows(verdicts: list[Verdict], thresholds: Thresholds, run: RunState) -> list[dict[str, str]]:
-    """The KPIs tab's rows: one per verdict, then what the tab judges."""
+def tab_rows(verdicts: list[Verdict], thresholds: Thresholds, run: RunState,
+             validity: list[ValidityCheck] | None = None) -> list[dict[str, str]]:
+    """The KPIs tab's rows: one per verdict, the measurement's validity,
+    then what the tab judges."""
     rows = []
     if run.preflight_running:
         rows.append({"kpi": "(pre-flight)", "threshold": "", "result": "",
@@ -35,6 +38,11 @@ def tab_rows(verdicts: list[Verdict], thresholds: Thresholds, run: RunState) -> 
     rows += [{"kpi": v.key, "threshold": v.expression,
               "measured": "no samples" if v.measured is None else f"{v.measured:g}",
               "result": "PASS" if v.passed else "FAIL"} for v in verdicts]
+    if validity:
+        invalid = breaches(validity)
+        rows.append({"kpi": "(measurement validity)", "threshold": "generator and machine budgets",
+                     "measured": cause(validity) if invalid else "; ".join(c.describe() for c in validity),
+                     "result": "INCONCLUSIVE" if invalid else ""})
     rows.append({"kpi": "(thresholds file)", "threshold": thresholds.source, "result": "",
                  "measured": f"warm-up {thresholds.warmup_s:g} s not judged, counted again after Reset stats; "
                              "full text at /kpi"})
@@ -75,7 +83,7 @@ def install(environment: Any) -> None:
             data = response.get_json()
             runner = environment.runner
             data["state"] = reported_state(data.get("state", ""), getattr(runner, "shape_greenlet", None) is not None)
-            rows = tab_rows(live.live_verdicts(thresholds), thresholds, live.run)
+            rows = tab_rows(live.live_verdicts(thresholds), thresholds, live.run, live.validity_now(thresholds))
             data["extended_stats"] = [{"key": KPI_TAB_KEY, "data": rows}]
             response.set_data(json.dumps(data))
         elif request.path == "/" and response.mimetype == "text/html":

@@ -10,8 +10,11 @@ from kpi.collector import Collector
 from kpi.evaluate import MEASURED_DECIMALS, Snapshot, evaluate
 from kpi.sampler import ResourceSample
 from kpi.thresholds import Thresholds
+from kpi.validity import ValidityCheck, breaches, cause, judge
 
-PREFLIGHT_METRICS = ("auth_checks_per_s", "wasm_cold_start_ms", "wasm_hot_us")
+PREFLIGHT_METRICS = ("auth_checks_per_s", "wasm_cold_start_ms", "wasm_hot_us", "wasm_invoke_ms")
+PREFLIGHT_SAMPLES = ("wasm_cold_start_ms", "wasm_hot_us", "wasm_invoke_ms")
+PERCENT_PER_CORE = 100.0     # psutil and docker stats: 100 % is one core
 COUNTERS = ("isolation_violations", "rbac_violations", "lost_writes", "workflow_failures")
 
 
@@ -46,7 +49,8 @@ def snapshot_between(figures: RunFigures, start_s: int, end_s: int) -> Snapshot:
     samples = samples_between(figures.samples, start_s, end_s)   # none: "no samples", a failed check
     snapshot.samples["sut_memory_mb"] = [s.total_memory_mb for s in samples]
     snapshot.samples["sut_cpu_percent"] = [s.total_cpu_percent / figures.cpus for s in samples]
-    for key in ("wasm_cold_start_ms", "wasm_hot_us"):
+    snapshot.samples["sut_cpu_cores"] = [s.total_cpu_percent / PERCENT_PER_CORE for s in samples]
+    for key in PREFLIGHT_SAMPLES:
         if figures.preflight.get(key):
             snapshot.samples[key] = list(figures.preflight[key])
     if "auth_checks_per_s" in figures.preflight:
@@ -54,6 +58,11 @@ def snapshot_between(figures: RunFigures, start_s: int, end_s: int) -> Snapshot:
     for counter in COUNTERS:
         snapshot.counters.setdefault(counter, 0)
     return snapshot
+
+
+def validity_between(figures: RunFigures, thresholds: Thresholds, start_s: int, end_s: int) -> list[ValidityCheck]:
+    """The generator's and the machine's budgets over [start_s, end_s)."""
+    return judge(figures.collector.gauges_between(start_s, end_s), thresholds.validity)
 
 
 def latency_only(thresholds: Thresholds) -> Thresholds:
@@ -74,8 +83,10 @@ def judge_stress_step(figures: RunFigures, thresholds: Thresholds, offered_rps: 
     broken = [v.key for v in evaluate(window, windowed(thresholds)) if not v.passed]
     latency_broken = [v.key for v in evaluate(window, latency_only(thresholds)) if not v.passed]
     measured = round(sum(s.count for s in window.requests.values()) / window.duration_s, MEASURED_DECIMALS)
-    return {"offered_rps": round(offered_rps, 1), "measured_rps": measured, "held": not broken,
-            "latency_held": not latency_broken, "broken": broken, "window": [start_s, end_s]}
+    # A step measured by a saturated generator or machine proves nothing: it is not held.
+    invalid = cause(breaches(validity_between(figures, thresholds, start_s, end_s)))
+    return {"offered_rps": round(offered_rps, 1), "measured_rps": measured, "held": not broken and not invalid,
+            "latency_held": not latency_broken, "broken": broken, "invalid": invalid, "window": [start_s, end_s]}
 
 
 def capacity(steps: Sequence[dict[str, Any]]) -> tuple[float | None, list[int] | None]:

@@ -72,3 +72,22 @@ def test_capacity_is_the_best_step_that_held_everything() -> None:
 def test_a_stopped_stress_run_is_judged_on_its_capacity_step() -> None:
     assert judged_window(1000, 1000, None, 5, now=1100, capacity_window=[1030, 1042]) == (1005, 1100)  # live
     assert judged_window(1000, 1000, 1100, 5, now=1200, capacity_window=[1030, 1042]) == (1030, 1042)
+
+
+def test_stack_cpu_in_both_readings_of_the_seed() -> None:
+    """sut_cpu_percent: % of the whole machine; sut_cpu_cores: docker stats'
+    reading, 1.0 = one core.  The same samples, 1.5 cores on 2 cores."""
+    figures = RunFigures(loaded(range(0, 10), 5), cpu(range(0, 10), 150.0), {}, cpus=2)
+    thresholds = parse({"metrics": {"sut_cpu_percent": ["avg < 80"], "sut_cpu_cores": ["avg < 0.5"]}})
+    results = evaluate(snapshot_between(figures, 0, 10), thresholds)
+    assert [(v.key, v.measured, v.passed) for v in results] == [("sut_cpu_percent", 75.0, True),
+                                                                ("sut_cpu_cores", 1.5, False)]
+
+
+def test_wasm_figures_keep_their_sources_apart() -> None:
+    """wasm_hot_us is the server's figure, wasm_invoke_ms the HTTP round trip."""
+    preflight = {"wasm_hot_us": [180.0, 200.0, 220.0], "wasm_invoke_ms": [0.5, 0.6, 0.7]}
+    figures = RunFigures(loaded(range(0, 10), 5), (), preflight)
+    thresholds = parse({"metrics": {"wasm_hot_us": ["med < 1000"], "wasm_invoke_ms": ["med < 0.55"]}})
+    results = evaluate(snapshot_between(figures, 0, 10), thresholds)
+    assert [(v.measured, v.passed) for v in results] == [(200.0, True), (0.6, False)]
