@@ -13,8 +13,9 @@ Pure: over per-second gauges (kpi/collector.py) and the budgets
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from kpi.percentiles import MEASURED_DECIMALS, list_percentile
 

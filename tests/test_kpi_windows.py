@@ -6,7 +6,13 @@ from kpi.collector import Collector
 from kpi.evaluate import evaluate
 from kpi.sampler import ResourceSample
 from kpi.thresholds import parse
-from kpi.windows import RunFigures, capacity, judge_stress_step, judged_window, snapshot_between
+from kpi.windows import (
+    RunFigures,
+    capacity,
+    judge_stress_step,
+    judged_window,
+    snapshot_between,
+)
 
 THRESHOLDS = parse({"warmup_s": 5, "metrics": {
     "http_req_duration": ["p(95) < 100"], "http_reqs": ["rps > 500"], "sut_cpu_percent": ["avg < 50"],
@@ -45,7 +51,7 @@ def test_cleanup_after_the_load_is_not_judged() -> None:
 
 
 def test_resources_without_samples_fail_rather_than_pass() -> None:
-    verdicts = evaluate(snapshot_between(RunFigures(loaded(range(0, 10), 5)), 0, 10), THRESHOLDS)
+    verdicts = evaluate(snapshot_between(RunFigures(loaded(range(10), 5)), 0, 10), THRESHOLDS)
     assert next(v for v in verdicts if v.key == "sut_cpu_percent").note == "no samples"
 
 
@@ -77,7 +83,7 @@ def test_a_stopped_stress_run_is_judged_on_its_capacity_step() -> None:
 def test_stack_cpu_in_both_readings_of_the_seed() -> None:
     """sut_cpu_percent: % of the whole machine; sut_cpu_cores: docker stats'
     reading, 1.0 = one core.  The same samples, 1.5 cores on 2 cores."""
-    figures = RunFigures(loaded(range(0, 10), 5), cpu(range(0, 10), 150.0), {}, cpus=2)
+    figures = RunFigures(loaded(range(10), 5), cpu(range(10), 150.0), {}, cpus=2)
     thresholds = parse({"metrics": {"sut_cpu_percent": ["avg < 80"], "sut_cpu_cores": ["avg < 0.5"]}})
     results = evaluate(snapshot_between(figures, 0, 10), thresholds)
     assert [(v.key, v.measured, v.passed) for v in results] == [("sut_cpu_percent", 75.0, True),
@@ -87,7 +93,7 @@ def test_stack_cpu_in_both_readings_of_the_seed() -> None:
 def test_wasm_figures_keep_their_sources_apart() -> None:
     """wasm_hot_us is the server's figure, wasm_invoke_ms the HTTP round trip."""
     preflight = {"wasm_hot_us": [180.0, 200.0, 220.0], "wasm_invoke_ms": [0.5, 0.6, 0.7]}
-    figures = RunFigures(loaded(range(0, 10), 5), (), preflight)
+    figures = RunFigures(loaded(range(10), 5), (), preflight)
     thresholds = parse({"metrics": {"wasm_hot_us": ["med < 1000"], "wasm_invoke_ms": ["med < 0.55"]}})
     results = evaluate(snapshot_between(figures, 0, 10), thresholds)
     assert [(v.measured, v.passed) for v in results] == [(200.0, True), (0.6, False)]
