@@ -193,7 +193,11 @@ def _judge(environment: Any) -> None:
     start_s, end_s = live.judged_window(thresholds)
     run.judged_window = (start_s, end_s)
     figures = live.figures()
-    run.verdicts = evaluate(windows.snapshot_between(figures, start_s, end_s), thresholds)
+    snapshot = windows.snapshot_between(figures, start_s, end_s)
+    run.verdicts = evaluate(snapshot, thresholds)
+    run.cost = windows.stack_cost(windows.samples_between(figures.samples, start_s, end_s),
+                                  sum(series.count for series in snapshot.requests.values()), snapshot.duration_s,
+                                  run.preflight.get("floor"))
     run.validity = windows.validity_between(figures, thresholds, start_s, end_s)
     run.resources = summarize_by_component(windows.samples_between(figures.samples, start_s, end_s), figures.cpus)
     print("\napprun KPI gate (" + thresholds.source + ")")

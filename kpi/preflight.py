@@ -27,6 +27,7 @@ from wasm.build import example_wasm
 log = logging.getLogger("apprun.kpi")
 
 HOT_CALLS = 200
+FLOOR_SECONDS = 3.0          # the machine's floor (kpi/floor.py), measured in every pre-flight
 AUTH_SECONDS = 2.0
 AUTH_CONCURRENCY = 16
 PRICE_INPUT = {"items": [{"name": "A", "price_cents": 1000}, {"name": "B", "price_cents": 2599}], "tax_rate_bp": 2000}
@@ -151,6 +152,7 @@ def measure(host: str, email: str, password: str, secrets_file: Path | None) -> 
     except Exception as exc:  # noqa: BLE001 - reported as missing samples, never as a pass
         log.error("pre-flight failed: %s", exc)
         figures["error"] = str(exc)
+    figures["floor"] = machine_floor()
     cold, hot = figures.get("wasm_cold_start_ms") or [None], median(figures.get("wasm_hot_us", []))
     invoke = median(figures.get("wasm_invoke_ms", []))
     log.info("pre-flight: auth %.0f checks/s (%s), wasm cold start %s ms, hot median %s us on the server, "
@@ -158,3 +160,21 @@ def measure(host: str, email: str, password: str, secrets_file: Path | None) -> 
              "n/a" if cold[0] is None else f"{cold[0]:.2f}", "n/a" if hot is None else f"{hot:.0f}",
              "n/a" if invoke is None else f"{invoke:.2f}")
     return figures
+
+
+def machine_floor(seconds: float = FLOOR_SECONDS) -> dict[str, Any]:
+    """This machine's floor today (kpi/floor.py's ``measure_floor``): CPU per
+    request and req/s of a Flask hello served like the gateway.  The run's
+    figures are read against it; the machine's speed moves ~2x by the day."""
+    try:
+        from kpi.floor import measure_floor
+    except ImportError:
+        return {"error": "kpi/floor.py is not installed"}
+    try:
+        floor = measure_floor(seconds)
+    except Exception as exc:  # noqa: BLE001 - the report says the floor is missing, the run goes on
+        log.warning("floor not measured: %s", exc)
+        return {"error": str(exc)}
+    log.info("pre-flight: %s", floor.describe())
+    return {"cpu_ms_per_request": floor.cpu_ms_per_request, "requests_per_s": floor.requests_per_s,
+            "description": floor.describe()}

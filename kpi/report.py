@@ -84,6 +84,19 @@ def _charts(report_dir: Path, collector: Collector, sampler: Any, window: tuple[
     return made
 
 
+def _floor_line(floor: dict[str, Any] | None) -> str:
+    if not floor:
+        return "floor: not measured (--skip-preflight)"
+    return floor.get("description") or f"floor: not measured ({floor.get('error')})"
+
+
+def _cost_line(cost: dict[str, Any]) -> str:
+    if cost.get("stack_cpu_ms_per_request") is None:
+        return "not measured"
+    ratio = cost.get("ratio_to_floor")
+    return f"{cost['stack_cpu_ms_per_request']:g} ms" + (f", {ratio:g}x the floor" if ratio is not None else "")
+
+
 def _write_locust_csv(report_dir: Path, environment) -> list[str]:
     """Locust's own CSV files (the format of ``--csv``): per-route statistics,
     failures and exceptions."""
@@ -125,6 +138,8 @@ def write(report_dir: Path, environment, run: RunState, collector: Collector, em
         "aborted": run.aborted,
         "preflight": {k: v for k, v in run.preflight.items() if not isinstance(v, list)},
         "resources": run.resources,
+        "floor": run.preflight.get("floor"),
+        "cost": run.cost,
         "judged_window": run.judged_window,
         "totals": {"requests": stats.num_requests, "failures": stats.num_failures,
                    "median_ms": stats.median_response_time, "p95_ms": stats.get_response_time_percentile(0.95)},
@@ -142,6 +157,8 @@ def write(report_dir: Path, environment, run: RunState, collector: Collector, em
         f"- load profile: {data['profile']}, run time {data['run_time_s']} s, thresholds {data['thresholds_file']}",
         f"- machine: {data['environment']['cpus']} CPUs, {data['environment']['system']}, "
         f"Python {data['environment']['python']}",
+        f"- {_floor_line(data['floor'])}",
+        f"- stack CPU per request (judged window): {_cost_line(data['cost'])}",
         "", "## KPIs", "", "| KPI | threshold | measured | result |", "|---|---|---|---|",
     ]
     for v in verdicts:

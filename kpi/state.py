@@ -24,6 +24,7 @@ class RunState:
     validity: list[ValidityCheck] = field(default_factory=list)   # the judged window's budgets
     judged_window: tuple[int, int] | None = None
     resources: dict[str, dict[str, float]] = field(default_factory=dict)
+    cost: dict[str, float | None] = field(default_factory=dict)     # stack CPU per request vs the floor
     sampler: Any = None                      # kpi.sampler.*Sampler of the current run
 
     def begin_run(self, now: float | None = None) -> None:
@@ -31,7 +32,7 @@ class RunState:
         self.started_at = time.time() if now is None else now
         self.load_stopped_at = None
         self.steps, self.capacity_rps, self.capacity_window, self.aborted = [], None, None, None
-        self.verdicts, self.validity, self.judged_window, self.resources = [], [], None, {}
+        self.verdicts, self.validity, self.judged_window, self.resources, self.cost = [], [], None, {}, {}
 
     @property
     def verdict(self) -> str:

@@ -96,3 +96,17 @@ def capacity(steps: Sequence[dict[str, Any]]) -> tuple[float | None, list[int] |
         return None, None
     best = max(held, key=lambda s: s["measured_rps"])
     return best["measured_rps"], best["window"]
+
+
+def stack_cost(samples: Sequence[ResourceSample], requests: int, duration_s: float,
+               floor: dict[str, Any] | None) -> dict[str, float | None]:
+    """The stack's CPU per request over the judged window (the sampled CPU,
+    % of one core summed over every stack process, times the window, over
+    its requests), and its ratio to the machine's floor of the same run."""
+    if not samples or requests <= 0 or duration_s <= 0:
+        return {"stack_cpu_ms_per_request": None, "ratio_to_floor": None}
+    average_cores = sum(s.total_cpu_percent for s in samples) / len(samples) / PERCENT_PER_CORE
+    per_request_ms = average_cores * duration_s * 1000 / requests
+    floor_ms = (floor or {}).get("cpu_ms_per_request")
+    return {"stack_cpu_ms_per_request": round(per_request_ms, MEASURED_DECIMALS),
+            "ratio_to_floor": round(per_request_ms / floor_ms, 2) if floor_ms else None}

@@ -97,3 +97,15 @@ def test_wasm_figures_keep_their_sources_apart() -> None:
     thresholds = parse({"metrics": {"wasm_hot_us": ["med < 1000"], "wasm_invoke_ms": ["med < 0.55"]}})
     results = evaluate(snapshot_between(figures, 0, 10), thresholds)
     assert [(v.measured, v.passed) for v in results] == [(200.0, True), (0.6, False)]
+
+
+def test_stack_cpu_per_request_against_the_floor() -> None:
+    """1.5 cores over 10 s is 15 CPU-seconds; over 5,000 requests, 3 ms each:
+    7.5x a floor of 0.4 ms."""
+    from kpi.windows import stack_cost
+
+    samples = cpu(range(10), 150.0)
+    assert stack_cost(samples, 5000, 10, {"cpu_ms_per_request": 0.4}) == {
+        "stack_cpu_ms_per_request": 3.0, "ratio_to_floor": 7.5}
+    assert stack_cost(samples, 5000, 10, {"error": "no floor"})["ratio_to_floor"] is None
+    assert stack_cost([], 5000, 10, None)["stack_cpu_ms_per_request"] is None
