@@ -40,6 +40,14 @@ def record_violation(counter: str) -> None:
     collector.count(int(time.time()), counter)
 
 
-def record_request(method: str, name: str, response_time_ms: float, failed: bool) -> None:
-    """One request's service time (Locust's response_time)."""
-    collector.request(int(time.time()), method, name, response_time_ms, failed)
+def record_request(method: str, name: str, response_time_ms: float, failed: bool,
+                   latency_ms: float | None = None) -> None:
+    """One request's service time (Locust's response_time) and its latency
+    from when it was due (None: it had no due time; the service time)."""
+    collector.request(int(time.time()), method, name, response_time_ms, failed, latency_ms)
+
+
+def record_dropped(sends: int) -> None:
+    """Sends that were due within the run but never made (dropped_iterations)."""
+    if sends > 0:
+        collector.count(int(time.time()), "dropped_iterations", sends)

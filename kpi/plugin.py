@@ -26,6 +26,7 @@ from kpi import options as kpi_options
 from kpi.evaluate import evaluate, format_table
 from kpi.hooks import after_load_hooks, collector, record_request
 from kpi.lifecycle import EmbeddedStack, StackStartError, start_embedded_stack
+from kpi.pacing import DUE_AT, latency_from_due
 from kpi.sampler import summarize_by_component
 from kpi.shapes import KpiLoadShape
 from kpi.target import loopback_error
@@ -47,8 +48,11 @@ _stack: EmbeddedStack | None = None
 
 
 @events.request.add_listener
-def _on_request(request_type, name, response_time, exception, **_kwargs) -> None:  # type: ignore[no-untyped-def]
-    record_request(request_type, name, response_time or 0.0, exception is not None)
+def _on_request(request_type, name, response_time, exception, context=None, start_time=None,  # type: ignore[no-untyped-def]
+                **_kwargs) -> None:
+    response_time = response_time or 0.0
+    record_request(request_type, name, response_time, exception is not None,
+                   latency_from_due((context or {}).get(DUE_AT), start_time, response_time))
 
 
 @events.report_to_master.add_listener
@@ -195,6 +199,8 @@ def _judge(environment: Any) -> None:
     figures = live.figures()
     snapshot = windows.snapshot_between(figures, start_s, end_s)
     run.verdicts = evaluate(snapshot, thresholds)
+    run.latency = windows.latency_side_by_side(snapshot)
+    run.dropped_iterations = snapshot.counters.get("dropped_iterations", 0)
     run.cost = windows.stack_cost(windows.samples_between(figures.samples, start_s, end_s),
                                   sum(series.count for series in snapshot.requests.values()), snapshot.duration_s,
                                   run.preflight.get("floor"))
@@ -202,6 +208,10 @@ def _judge(environment: Any) -> None:
     run.resources = summarize_by_component(windows.samples_between(figures.samples, start_s, end_s), figures.cpus)
     print("\napprun KPI gate (" + thresholds.source + ")")
     print(format_table(run.verdicts))
+    for name, figures in run.latency.items():
+        print(f"{name}: p50 {figures['p50']} ms, p95 {figures['p95']} ms, p99 {figures['p99']} ms, "
+              f"max {figures['max']} ms over {figures['count']:.0f} requests")
+    print(f"dropped_iterations: {run.dropped_iterations}")
     print("measurement validity: " + "; ".join(check.describe() for check in run.validity))
     if run.capacity_rps is not None:
         print(f"capacity (stress): {run.capacity_rps} req/s held every KPI; the table above judges that step")

@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from kpi.collector import Collector  # noqa: E402
-from kpi.evaluate import histogram_percentile  # noqa: E402
+from kpi.evaluate import histogram_percentile, measured_text  # noqa: E402
 from kpi.state import RunState  # noqa: E402
 from kpi.validity import cause  # noqa: E402
 
@@ -34,21 +34,30 @@ def _charts(report_dir: Path, collector: Collector, sampler: Any, window: tuple[
         t0 = rows[0][0]
         seconds = [r[0] - t0 for r in rows]
         fig, ax = plt.subplots(figsize=(9, 4))
-        for pct in (50, 95, 99):
-            ax.plot(seconds, [histogram_percentile(r[3], pct) or 0 for r in rows], label=f"p{pct}")
+        for pct, colour in ((50, "tab:blue"), (95, "tab:orange"), (99, "tab:red")):
+            ax.plot(seconds, [histogram_percentile(r[3], pct) or 0 for r in rows], color=colour,
+                    label=f"p{pct} service time (http_req_duration)")
+        for pct, colour in ((95, "tab:purple"), (99, "black")):
+            ax.plot(seconds, [histogram_percentile(r[4], pct) or 0 for r in rows], color=colour, linestyle="--",
+                    linewidth=2, zorder=3, label=f"p{pct} from the intended send time (http_req_latency)")
         _mark_window(ax, window, t0)
-        ax.set(xlabel="s", ylabel="ms", title="Response time percentiles over time")
-        ax.legend()
+        ax.set(xlabel="s (by when each response ended)", ylabel="ms", title="Latency percentiles over time")
+        ax.legend(fontsize="small")
         fig.savefig(report_dir / "latency_over_time.png", dpi=100, bbox_inches="tight")
         plt.close(fig)
-        merged: dict[int, int] = {}
-        for r in rows:
-            for value, count in r[3].items():
-                merged[value] = merged.get(value, 0) + count
         fig, ax = plt.subplots(figsize=(9, 4))
-        values = sorted(merged)
-        ax.bar(values, [merged[v] for v in values], width=1.0)
-        ax.set(xlabel="ms", ylabel="requests", title="Response time distribution", yscale="log")
+        series_labels = ((3, "service time (http_req_duration)"),
+                         (4, "from the intended send time (http_req_latency)"))
+        for column, label in series_labels:
+            merged: dict[float, int] = {}
+            for r in rows:
+                for value, count in r[column].items():
+                    merged[value] = merged.get(value, 0) + count
+            values = sorted(v for v in merged if v > 0)
+            ax.plot(values, [merged[v] for v in values], drawstyle="steps-mid", label=label)
+        ax.set(xlabel="ms (buckets of 2 %)", ylabel="requests", title="Latency distribution", xscale="log",
+               yscale="log")
+        ax.legend(fontsize="small")
         fig.savefig(report_dir / "latency_distribution.png", dpi=100, bbox_inches="tight")
         plt.close(fig)
         fig, ax = plt.subplots(figsize=(9, 4))
@@ -138,6 +147,8 @@ def write(report_dir: Path, environment, run: RunState, collector: Collector, em
         "aborted": run.aborted,
         "preflight": {k: v for k, v in run.preflight.items() if not isinstance(v, list)},
         "resources": run.resources,
+        "latency": run.latency,
+        "dropped_iterations": run.dropped_iterations,
         "floor": run.preflight.get("floor"),
         "cost": run.cost,
         "judged_window": run.judged_window,
@@ -162,11 +173,20 @@ def write(report_dir: Path, environment, run: RunState, collector: Collector, em
         "", "## KPIs", "", "| KPI | threshold | measured | result |", "|---|---|---|---|",
     ]
     for v in verdicts:
-        measured = "no samples" if v.measured is None else f"{v.measured:g}"
+        measured = measured_text(v)
         lines.append(f"| {v.key} | `{v.expression}` | {measured} | {'PASS' if v.passed else '**FAIL**'} |")
     if data["inconclusive_cause"]:
-        lines += ["", f"**INCONCLUSIVE**: the measurement exceeded its budget ({data['inconclusive_cause']}); "
-                  "the KPIs above are neither a pass nor a fail of the system under test."]
+        lines += ["", (f"**INCONCLUSIVE**: the measurement exceeded its budget ({data['inconclusive_cause']}); "
+                       "the KPIs above are neither a pass nor a fail of the system under test.")]
+    if data["latency"]:
+        lines += ["", "## Latency side by side (judged window, every request)", "",
+                  "| metric | requests | p50 ms | p95 ms | p99 ms | max ms |", "|---|---|---|---|---|---|"]
+        lines += [f"| {name} | {f['count']} | {f['p50']} | {f['p95']} | {f['p99']} | {f['max']} |"
+                  for name, f in data["latency"].items()]
+        lines += ["", ("`http_req_duration` is each request's service time; `http_req_latency` runs from when "
+                       "the request was due on the user's fixed schedule to its response's end, so a stall "
+                       "shows in full (no coordinated omission). Dropped iterations: "
+                       f"{data['dropped_iterations']} (sends due within the run that were never made).")]
     lines += ["", "## Measurement validity (judged window)", "",
               "| budget | where | measured | budget | ok |", "|---|---|---|---|---|"]
     lines += [f"| {c['description']} | {c['where']} | {'not measured' if c['measured'] is None else c['measured']} | "

@@ -25,6 +25,8 @@ class RunState:
     judged_window: tuple[int, int] | None = None
     resources: dict[str, dict[str, float]] = field(default_factory=dict)
     cost: dict[str, float | None] = field(default_factory=dict)     # stack CPU per request vs the floor
+    latency: dict[str, dict[str, float | None]] = field(default_factory=dict)   # both timings, side by side
+    dropped_iterations: int = 0
     sampler: Any = None                      # kpi.sampler.*Sampler of the current run
 
     def begin_run(self, now: float | None = None) -> None:
@@ -33,6 +35,7 @@ class RunState:
         self.load_stopped_at = None
         self.steps, self.capacity_rps, self.capacity_window, self.aborted = [], None, None, None
         self.verdicts, self.validity, self.judged_window, self.resources, self.cost = [], [], None, {}, {}
+        self.latency, self.dropped_iterations = {}, 0
 
     @property
     def verdict(self) -> str:

@@ -24,7 +24,8 @@ from kpi.validity import DEFAULT_BUDGETS, ValidityError, parse_budgets
 
 #: metric -> aggregations it offers
 METRICS: dict[str, set[str]] = {
-    "http_req_duration": {"p", "avg", "min", "max", "med"},   # ms, per request
+    "http_req_duration": {"p", "avg", "min", "max", "med"},   # ms, per request: service time
+    "http_req_latency": {"p", "avg", "min", "max", "med"},    # ms, per request: from its due time to its end
     "http_reqs": {"rps", "count"},
     "http_req_failed": {"rate", "count"},
     "sut_memory_mb": {"max", "avg", "min", "med", "p"},        # whole stack, sampled
@@ -34,12 +35,13 @@ METRICS: dict[str, set[str]] = {
     "rbac_violations": {"count"},
     "lost_writes": {"count"},
     "workflow_failures": {"count"},
+    "dropped_iterations": {"count"},                          # sends due within the run, never made
     "auth_checks_per_s": {"value"},
     "wasm_cold_start_ms": {"value", "max", "avg", "med", "p"},
     "wasm_hot_us": {"med", "avg", "p", "max", "min"},         # server-side (X-Function-Duration-Us)
     "wasm_invoke_ms": {"med", "avg", "p", "max", "min"},      # the HTTP round trip of the same calls
 }
-TAGGABLE = {"http_req_duration", "http_reqs", "http_req_failed"}
+TAGGABLE = {"http_req_duration", "http_req_latency", "http_reqs", "http_req_failed"}
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne,
 }

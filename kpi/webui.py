@@ -11,7 +11,7 @@ from typing import Any
 import jinja2
 
 from kpi import live
-from kpi.evaluate import Verdict
+from kpi.evaluate import Verdict, measured_text
 from kpi.state import RunState
 from kpi.thresholds import Thresholds
 from kpi.validity import ValidityCheck, breaches, cause
@@ -36,7 +36,7 @@ def tab_rows(verdicts: list[Verdict], thresholds: Thresholds, run: RunState,
         rows.append({"kpi": "(pre-flight)", "threshold": "", "result": "",
                      "measured": "running: WASM cold/hot start and auth checks; the load starts after it"})
     rows += [{"kpi": v.key, "threshold": v.expression,
-              "measured": "no samples" if v.measured is None else f"{v.measured:g}",
+              "measured": measured_text(v),
               "result": "PASS" if v.passed else "FAIL"} for v in verdicts]
     if validity:
         invalid = breaches(validity)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from kpi.collector import Collector
-from kpi.evaluate import MEASURED_DECIMALS, Snapshot, evaluate
+from kpi.evaluate import COUNTERS, MEASURED_DECIMALS, TIMINGS, Snapshot, evaluate, histogram_percentile
 from kpi.sampler import ResourceSample
 from kpi.thresholds import Thresholds
 from kpi.validity import ValidityCheck, breaches, cause, judge
@@ -15,7 +15,6 @@ from kpi.validity import ValidityCheck, breaches, cause, judge
 PREFLIGHT_METRICS = ("auth_checks_per_s", "wasm_cold_start_ms", "wasm_hot_us", "wasm_invoke_ms")
 PREFLIGHT_SAMPLES = ("wasm_cold_start_ms", "wasm_hot_us", "wasm_invoke_ms")
 PERCENT_PER_CORE = 100.0     # psutil and docker stats: 100 % is one core
-COUNTERS = ("isolation_violations", "rbac_violations", "lost_writes", "workflow_failures")
 
 
 @dataclass
@@ -68,7 +67,7 @@ def validity_between(figures: RunFigures, thresholds: Thresholds, start_s: int, 
 def latency_only(thresholds: Thresholds) -> Thresholds:
     """The KPIs whose breach ends a stress run: overall latency and failures."""
     return Thresholds([e for e in thresholds.entries
-                       if e.metric in ("http_req_duration", "http_req_failed") and not e.tags])
+                       if e.metric in (*TIMINGS, "http_req_failed") and not e.tags])
 
 
 def windowed(thresholds: Thresholds) -> Thresholds:
@@ -110,3 +109,21 @@ def stack_cost(samples: Sequence[ResourceSample], requests: int, duration_s: flo
     floor_ms = (floor or {}).get("cpu_ms_per_request")
     return {"stack_cpu_ms_per_request": round(per_request_ms, MEASURED_DECIMALS),
             "ratio_to_floor": round(per_request_ms / floor_ms, 2) if floor_ms else None}
+
+
+def latency_side_by_side(snapshot: Snapshot) -> dict[str, dict[str, float | None]]:
+    """Every request's service time and latency from its due time, in one
+    table: the console and the report show both."""
+    durations: dict[float, int] = {}
+    latencies: dict[float, int] = {}
+    for series in snapshot.requests.values():
+        for target, source in ((durations, series.response_times), (latencies, series.latencies)):
+            for value, count in source.items():
+                target[value] = target.get(value, 0) + count
+    table: dict[str, dict[str, float | None]] = {}
+    for name, histogram in (("http_req_duration", durations), ("http_req_latency", latencies)):
+        figures = {f"p{p}": histogram_percentile(histogram, p) for p in (50, 95, 99)}
+        table[name] = {"count": float(sum(histogram.values())),
+                       **{k: None if v is None else round(v, MEASURED_DECIMALS) for k, v in figures.items()},
+                       "max": round(max(histogram), MEASURED_DECIMALS) if histogram else None}
+    return table

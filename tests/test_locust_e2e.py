@@ -318,3 +318,52 @@ def test_a_saturated_machine_makes_the_run_inconclusive(tmp_path: Path, gateway_
     machine = next(c for c in summary["validity"] if c["budget_name"] == "machine_cpu_percent")
     assert machine["measured"] >= 97 and not machine["ok"]
     assert "INCONCLUSIVE" in (report_folder(tmp_path / "reports") / "summary.md").read_text()
+
+
+def _signal_tree(pid: int, signum: int) -> None:
+    root = psutil.Process(pid)
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            proc.send_signal(signum)
+        except psutil.NoSuchProcess:
+            continue
+
+
+def test_a_gateway_stall_shows_in_the_latency_from_the_intended_send_time(tmp_path: Path, running_stack) -> None:
+    """The gateway's processes are paused for 3 s (SIGSTOP, SIGCONT) in the
+    middle of a 45 s kpi run.  The users keep their schedule, so the sends
+    due during the stall are measured from when they were due: the latency's
+    p(99) shows seconds, while the service time, which a closed loop would
+    report, barely moves."""
+    import threading
+
+    gateway_pid = running_stack[1].processes["gateway"].pid
+    thresholds = write_thresholds(tmp_path / "stall.yaml", {
+        "http_reqs": ["rps > 30"], "http_req_duration": ["p(99) < 60000"], "http_req_latency": ["p(99) < 60000"],
+        "dropped_iterations": ["count < 1000000"]}, warmup_s=5)
+
+    def stall() -> None:
+        _signal_tree(gateway_pid, signal.SIGSTOP)
+        try:
+            time.sleep(3)
+        finally:
+            _signal_tree(gateway_pid, signal.SIGCONT)
+
+    timer = threading.Timer(22, stall)
+    timer.start()
+    try:
+        result = run_locust(["--headless", "--host", running_stack[1].gateway_url, "--run-time", "45s",
+                             "--skip-preflight", "--thresholds", str(thresholds), "--load-profile", "kpi",
+                             "--report-dir", str(tmp_path / "reports")])
+    finally:
+        timer.cancel()
+        timer.join()
+        _signal_tree(gateway_pid, signal.SIGCONT)
+    summary = summary_of(tmp_path / "reports")
+    summary_agrees_with_exit_code(summary, result.returncode)
+    latency, duration = kpis(summary)["http_req_latency"][1], kpis(summary)["http_req_duration"][1]
+    assert latency >= 2000, (latency, duration)
+    assert duration < latency / 2, (latency, duration)          # the service time hides the stall
+    assert summary["latency"]["http_req_latency"]["p99"] == latency
+    assert summary["dropped_iterations"] >= 0
+    assert (report_folder(tmp_path / "reports") / "latency_over_time.png").stat().st_size > 1000
