@@ -19,6 +19,9 @@ def add_options(parser: Any) -> None:
     parser.add_argument("--report-dir", default="reports", help="where reports/<timestamp>/ is written")
     parser.add_argument("--skip-preflight", action="store_true", default=False,
                         help="skip the WASM/auth pre-flight (their KPIs then have no samples)")
+    parser.add_argument("--baseline", default="",
+                        help="an earlier run's summary.json: each KPI's change against it, and the regression: "
+                             "limits of the thresholds file")
     parser.add_argument("--kpi-user", default=SEED_ADMIN_EMAIL,
                         help="the user the pre-flight logs in as (an admin: it deploys a function)")
     parser.add_argument("--kpi-password", default="", is_secret=True,

@@ -21,7 +21,7 @@ import gevent
 from locust import events
 from locust.runners import WorkerRunner
 
-from kpi import generator, live, preflight, webui, windows
+from kpi import baseline, generator, live, preflight, webui, windows
 from kpi import options as kpi_options
 from kpi.evaluate import evaluate, format_table
 from kpi.hooks import after_load_hooks, collector, record_request
@@ -99,6 +99,15 @@ def _init(environment, **_kwargs) -> None:  # type: ignore[no-untyped-def]
         _refuse(environment, "invalid thresholds: %s", exc)
     if environment.host and loopback_error(environment.host):
         _refuse(environment, "refusing the target: %s", loopback_error(environment.host))
+    environment.apprun_baseline = {}
+    if options.baseline:
+        try:
+            environment.apprun_baseline = baseline.load(options.baseline)
+        except baseline.BaselineError as exc:
+            _refuse(environment, "invalid baseline: %s", exc)
+        live.run.baseline_source = options.baseline
+    elif environment.apprun_thresholds.regression:
+        log.warning("regression: limits are judged only with --baseline <summary.json>")
     report_dir = Path(options.report_dir) / time.strftime("%Y%m%d-%H%M%S")
     report_dir.mkdir(parents=True, exist_ok=True)
     environment.apprun_report_dir = report_dir
@@ -199,6 +208,8 @@ def _judge(environment: Any) -> None:
     figures = live.figures()
     snapshot = windows.snapshot_between(figures, start_s, end_s)
     run.verdicts = evaluate(snapshot, thresholds)
+    if environment.apprun_baseline:
+        run.deltas = baseline.compare(run.verdicts, environment.apprun_baseline, thresholds.regression)
     run.latency = windows.latency_side_by_side(snapshot)
     run.dropped_iterations = snapshot.counters.get("dropped_iterations", 0)
     run.cost = windows.stack_cost(windows.samples_between(figures.samples, start_s, end_s),
@@ -212,6 +223,8 @@ def _judge(environment: Any) -> None:
         print(f"{name}: p50 {figures['p50']} ms, p95 {figures['p95']} ms, p99 {figures['p99']} ms, "
               f"max {figures['max']} ms over {figures['count']:.0f} requests")
     print(f"dropped_iterations: {run.dropped_iterations}")
+    for delta in run.deltas:
+        print(f"vs baseline: {delta.metric} {delta.threshold}: {delta.describe()}")
     print("measurement validity: " + "; ".join(check.describe() for check in run.validity))
     if run.capacity_rps is not None:
         print(f"capacity (stress): {run.capacity_rps} req/s held every KPI; the table above judges that step")

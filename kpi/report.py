@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from kpi.baseline import Delta  # noqa: E402
 from kpi.collector import Collector  # noqa: E402
 from kpi.evaluate import histogram_percentile, measured_text  # noqa: E402
 from kpi.state import RunState  # noqa: E402
@@ -93,6 +94,16 @@ def _charts(report_dir: Path, collector: Collector, sampler: Any, window: tuple[
     return made
 
 
+def _change(delta: Delta) -> str:
+    return "-" if delta.change_percent is None else f"{delta.change_percent:+.1f} %"
+
+
+def _limit(delta: Delta) -> str:
+    if delta.limit_percent is None:
+        return "-"
+    return ("**REGRESSION**, " if delta.regressed else "ok, ") + f"worse by at most {delta.limit_percent:g} %"
+
+
 def _floor_line(floor: dict[str, Any] | None) -> str:
     if not floor:
         return "floor: not measured (--skip-preflight)"
@@ -147,6 +158,8 @@ def write(report_dir: Path, environment, run: RunState, collector: Collector, em
         "aborted": run.aborted,
         "preflight": {k: v for k, v in run.preflight.items() if not isinstance(v, list)},
         "resources": run.resources,
+        "baseline": {"source": run.baseline_source, "deltas": [d.to_json() for d in run.deltas]}
+        if run.baseline_source else None,
         "latency": run.latency,
         "dropped_iterations": run.dropped_iterations,
         "floor": run.preflight.get("floor"),
@@ -175,6 +188,11 @@ def write(report_dir: Path, environment, run: RunState, collector: Collector, em
     for v in verdicts:
         measured = measured_text(v)
         lines.append(f"| {v.key} | `{v.expression}` | {measured} | {'PASS' if v.passed else '**FAIL**'} |")
+    if run.deltas:
+        lines += ["", f"### Against the baseline ({run.baseline_source})", "",
+                  "| KPI | threshold | baseline | measured | change | regression limit |", "|---|---|---|---|---|---|"]
+        lines += [f"| {d.metric} | `{d.threshold}` | {d.baseline} | {d.measured} | {_change(d)} | {_limit(d)} |"
+                  for d in run.deltas]
     if data["inconclusive_cause"]:
         lines += ["", (f"**INCONCLUSIVE**: the measurement exceeded its budget ({data['inconclusive_cause']}); "
                        "the KPIs above are neither a pass nor a fail of the system under test.")]

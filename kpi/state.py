@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from kpi.baseline import Delta, regressions
 from kpi.evaluate import Verdict
 from kpi.validity import ValidityCheck, breaches
 
@@ -27,6 +28,8 @@ class RunState:
     cost: dict[str, float | None] = field(default_factory=dict)     # stack CPU per request vs the floor
     latency: dict[str, dict[str, float | None]] = field(default_factory=dict)   # both timings, side by side
     dropped_iterations: int = 0
+    baseline_source: str = ""                # --baseline
+    deltas: list[Delta] = field(default_factory=list)       # each KPI against the baseline
     sampler: Any = None                      # kpi.sampler.*Sampler of the current run
 
     def begin_run(self, now: float | None = None) -> None:
@@ -35,15 +38,16 @@ class RunState:
         self.load_stopped_at = None
         self.steps, self.capacity_rps, self.capacity_window, self.aborted = [], None, None, None
         self.verdicts, self.validity, self.judged_window, self.resources, self.cost = [], [], None, {}, {}
-        self.latency, self.dropped_iterations = {}, 0
+        self.latency, self.dropped_iterations, self.deltas = {}, 0, []
 
     @property
     def verdict(self) -> str:
         """One word for the whole run: INCONCLUSIVE (a validity budget was
-        exceeded) whatever the KPIs say, else PASS or FAIL."""
+        exceeded) whatever the KPIs say, else FAIL (a KPI missed, or worse
+        than the baseline beyond a regression: limit) or PASS."""
         if breaches(self.validity):
             return "INCONCLUSIVE"
-        return "PASS" if all(v.passed for v in self.verdicts) else "FAIL"
+        return "PASS" if all(v.passed for v in self.verdicts) and not regressions(self.deltas) else "FAIL"
 
     def reset_stats(self, now: float | None = None) -> None:
         """Locust's "Reset stats": the KPIs are judged again from here (warm-up included)."""

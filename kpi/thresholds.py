@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import yaml
 
+from kpi.baseline import BaselineError, RegressionRule, parse_rules
 from kpi.validity import DEFAULT_BUDGETS, ValidityError, parse_budgets
 
 #: metric -> aggregations it offers
@@ -84,6 +85,7 @@ class Thresholds:
     source: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
     validity: dict[str, float | None] = field(default_factory=lambda: dict(DEFAULT_BUDGETS))
+    regression: list[RegressionRule] = field(default_factory=list)
 
     def target(self, metric: str, aggregation: str) -> float | None:
         """The first target for an untagged metric/aggregation (load shapes use rps)."""
@@ -133,7 +135,7 @@ def parse_metric_key(key: str) -> tuple[str, tuple[tuple[str, str], ...]]:
 def parse(data: Any, source: str = "") -> Thresholds:
     if not isinstance(data, dict):
         raise ThresholdsError(f"{source or 'thresholds'}: top level must be a mapping")
-    unknown = set(data) - {"warmup_s", "abort_on_fail", "metrics", "validity"}
+    unknown = set(data) - {"warmup_s", "abort_on_fail", "metrics", "validity", "regression"}
     if unknown:
         raise ThresholdsError(f"unknown top-level key(s): {', '.join(sorted(unknown))}")
     metrics = data.get("metrics")
@@ -157,8 +159,12 @@ def parse(data: Any, source: str = "") -> Thresholds:
         validity = parse_budgets(data.get("validity"))
     except ValidityError as exc:
         raise ThresholdsError(str(exc)) from None
+    try:
+        regression = parse_rules(data.get("regression"), {entry.key for entry in entries})
+    except BaselineError as exc:
+        raise ThresholdsError(str(exc)) from None
     return Thresholds(entries, float(warmup), bool(abort.get("enabled", False)), float(abort.get("delay_s", 0)),
-                      source, data, validity)
+                      source, data, validity, regression)
 
 
 def load(path: str | Path) -> Thresholds:

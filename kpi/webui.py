@@ -10,7 +10,8 @@ from typing import Any
 
 import jinja2
 
-from kpi import live
+from kpi import baseline, live
+from kpi.baseline import Delta
 from kpi.evaluate import Verdict, measured_text
 from kpi.state import RunState
 from kpi.thresholds import Thresholds
@@ -28,16 +29,20 @@ TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).wit
 
 
 def tab_rows(verdicts: list[Verdict], thresholds: Thresholds, run: RunState,
-             validity: list[ValidityCheck] | None = None) -> list[dict[str, str]]:
+             validity: list[ValidityCheck] | None = None, deltas: list[Delta] | None = None) -> list[dict[str, str]]:
     """The KPIs tab's rows: one per verdict, the measurement's validity,
     then what the tab judges."""
     rows = []
     if run.preflight_running:
         rows.append({"kpi": "(pre-flight)", "threshold": "", "result": "",
                      "measured": "running: WASM cold/hot start and auth checks; the load starts after it"})
-    rows += [{"kpi": v.key, "threshold": v.expression,
-              "measured": measured_text(v),
-              "result": "PASS" if v.passed else "FAIL"} for v in verdicts]
+    changes = {(d.metric, d.threshold): d for d in deltas or []}
+    for v in verdicts:
+        delta = changes.get((v.key, v.expression))
+        measured = measured_text(v) + (f"; {delta.describe()}" if delta is not None else "")
+        passed = v.passed and not (delta is not None and delta.regressed)
+        rows.append({"kpi": v.key, "threshold": v.expression, "measured": measured,
+                     "result": "PASS" if passed else "FAIL"})
     if validity:
         invalid = breaches(validity)
         rows.append({"kpi": "(measurement validity)", "threshold": "generator and machine budgets",
@@ -83,7 +88,10 @@ def install(environment: Any) -> None:
             data = response.get_json()
             runner = environment.runner
             data["state"] = reported_state(data.get("state", ""), getattr(runner, "shape_greenlet", None) is not None)
-            rows = tab_rows(live.live_verdicts(thresholds), thresholds, live.run, live.validity_now(thresholds))
+            verdicts = live.live_verdicts(thresholds)
+            deltas = baseline.compare(verdicts, environment.apprun_baseline, thresholds.regression) \
+                if environment.apprun_baseline else []
+            rows = tab_rows(verdicts, thresholds, live.run, live.validity_now(thresholds), deltas)
             data["extended_stats"] = [{"key": KPI_TAB_KEY, "data": rows}]
             response.set_data(json.dumps(data))
         elif request.path == "/" and response.mimetype == "text/html":

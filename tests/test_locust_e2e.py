@@ -367,3 +367,26 @@ def test_a_gateway_stall_shows_in_the_latency_from_the_intended_send_time(tmp_pa
     assert summary["latency"]["http_req_latency"]["p99"] == latency
     assert summary["dropped_iterations"] >= 0
     assert (report_folder(tmp_path / "reports") / "latency_over_time.png").stat().st_size > 1000
+
+
+def test_a_regression_against_the_baseline_fails_the_run(tmp_path: Path, gateway_url: str) -> None:
+    """Every KPI holds its absolute threshold, but p(95) is far worse than
+    the baseline's: the regression: limit fails the run (exit 3)."""
+    thresholds = write_thresholds(tmp_path / "drift.yaml", {
+        "http_req_duration": ["p(95) < 60000"], "http_req_failed": ["rate < 0.5"]})
+    with thresholds.open("a") as handle:
+        handle.write('regression:\n  "http_req_duration p(95)": 20%\n')
+    baseline = tmp_path / "baseline-summary.json"        # an earlier run's summary.json, 1 microsecond fast
+    baseline.write_text(json.dumps({"kpis": [
+        {"metric": "http_req_duration", "threshold": "p(95) < 60000", "measured": 0.001, "passed": True},
+        {"metric": "http_req_failed", "threshold": "rate < 0.5", "measured": 0.0, "passed": True}]}))
+    result = run_locust(["--headless", "--host", gateway_url, "--run-time", "8s", "--skip-preflight",
+                         "--thresholds", str(thresholds), "--baseline", str(baseline), "--load-profile", "plain",
+                         "--users", "5", "--spawn-rate", "5", "--report-dir", str(tmp_path / "reports")])
+    assert result.returncode == 3, (result.stdout + result.stderr)[-3000:]
+    summary = summary_of(tmp_path / "reports")
+    assert summary["verdict"] == "FAIL" and all(k["passed"] for k in summary["kpis"])
+    deltas = {d["metric"]: d for d in summary["baseline"]["deltas"]}
+    assert deltas["http_req_duration"]["regressed"] and deltas["http_req_duration"]["limit_percent"] == 20
+    assert not deltas["http_req_failed"]["regressed"] and deltas["http_req_failed"]["limit_percent"] is None
+    assert "**REGRESSION**" in (report_folder(tmp_path / "reports") / "summary.md").read_text()
