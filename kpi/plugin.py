@@ -211,6 +211,7 @@ def _judge(environment: Any) -> None:
     if environment.apprun_baseline:
         run.deltas = baseline.compare(run.verdicts, environment.apprun_baseline, thresholds.regression)
     run.latency = windows.latency_side_by_side(snapshot)
+    run.totals = windows.totals(collector.snapshot(0, end_s + 3600))   # the whole run, cleanup included
     run.dropped_iterations = snapshot.counters.get("dropped_iterations", 0)
     run.cost = windows.stack_cost(windows.samples_between(figures.samples, start_s, end_s),
                                   sum(series.count for series in snapshot.requests.values()), snapshot.duration_s,

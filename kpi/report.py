@@ -137,7 +137,6 @@ def write(report_dir: Path, environment, run: RunState, collector: Collector, em
     report_dir.mkdir(parents=True, exist_ok=True)
     options = environment.parsed_options
     verdicts = run.verdicts
-    stats = environment.stats.total
     errors = sorted(environment.stats.errors.values(), key=lambda e: -e.occurrences)[:10]
     charts = _charts(report_dir, collector, run.sampler, run.judged_window)
     data = {
@@ -165,8 +164,7 @@ def write(report_dir: Path, environment, run: RunState, collector: Collector, em
         "floor": run.preflight.get("floor"),
         "cost": run.cost,
         "judged_window": run.judged_window,
-        "totals": {"requests": stats.num_requests, "failures": stats.num_failures,
-                   "median_ms": stats.median_response_time, "p95_ms": stats.get_response_time_percentile(0.95)},
+        "totals": run.totals,
         "errors": [{"method": e.method, "name": e.name, "error": str(e.error), "occurrences": e.occurrences}
                    for e in errors],
         "charts": charts,
@@ -228,7 +226,10 @@ def write(report_dir: Path, environment, run: RunState, collector: Collector, em
                   "| component | CPU avg, % of machine | CPU avg, cores | memory max, MB |", "|---|---|---|---|"]
         lines += [f"| {name} | {r['cpu_avg_percent']:g} | {r.get('cpu_avg_cores', 0):g} | {r['memory_max_mb']:g} |"
                   for name, r in data["resources"].items()]
-    lines += ["", "## Totals", "", f"- requests: {stats.num_requests}, failures: {stats.num_failures}",
+    totals = run.totals
+    lines += ["", "## Totals (the whole run, warm-up included)", "",
+              f"- requests: {totals.get('requests')}, failures: {totals.get('failures')}, "
+              f"median {totals.get('median_ms')} ms, p95 {totals.get('p95_ms')} ms (http_req_duration)",
               f"- pre-flight: {json.dumps(data['preflight'])}", "", "## Notable errors", ""]
     lines += [f"- {e['occurrences']} x {e['method']} {e['name']}: {e['error']}" for e in data["errors"]] or ["- none"]
     lines += ["", "## Charts", ""] + [f"![{c}]({c})" for c in charts]

@@ -28,6 +28,7 @@ class RunState:
     cost: dict[str, float | None] = field(default_factory=dict)     # stack CPU per request vs the floor
     latency: dict[str, dict[str, float | None]] = field(default_factory=dict)   # both timings, side by side
     dropped_iterations: int = 0
+    totals: dict[str, float | None] = field(default_factory=dict)   # the whole run, from the same collector
     baseline_source: str = ""                # --baseline
     deltas: list[Delta] = field(default_factory=list)       # each KPI against the baseline
     sampler: Any = None                      # kpi.sampler.*Sampler of the current run
@@ -38,7 +39,7 @@ class RunState:
         self.load_stopped_at = None
         self.steps, self.capacity_rps, self.capacity_window, self.aborted = [], None, None, None
         self.verdicts, self.validity, self.judged_window, self.resources, self.cost = [], [], None, {}, {}
-        self.latency, self.dropped_iterations, self.deltas = {}, 0, []
+        self.latency, self.dropped_iterations, self.deltas, self.totals = {}, 0, [], {}
 
     @property
     def verdict(self) -> str:

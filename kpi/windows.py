@@ -127,3 +127,17 @@ def latency_side_by_side(snapshot: Snapshot) -> dict[str, dict[str, float | None
                        **{k: None if v is None else round(v, MEASURED_DECIMALS) for k, v in figures.items()},
                        "max": round(max(histogram), MEASURED_DECIMALS) if histogram else None}
     return table
+
+
+def totals(snapshot: Snapshot) -> dict[str, float | None]:
+    """The whole run's requests, failures, median and p95, from the same
+    collector and buckets as the KPIs (not Locust's own approximations), so
+    the report's figures cannot disagree with each other."""
+    durations: dict[float, int] = {}
+    for series in snapshot.requests.values():
+        for value, count in series.response_times.items():
+            durations[value] = durations.get(value, 0) + count
+    median, p95 = histogram_percentile(durations, 50), histogram_percentile(durations, 95)
+    return {"requests": sum(durations.values()), "failures": sum(s.failures for s in snapshot.requests.values()),
+            "median_ms": None if median is None else round(median, MEASURED_DECIMALS),
+            "p95_ms": None if p95 is None else round(p95, MEASURED_DECIMALS)}

@@ -111,3 +111,13 @@ def test_stack_cpu_per_request_against_the_floor() -> None:
         "stack_cpu_ms_per_request": 3.0, "ratio_to_floor": 7.5}
     assert stack_cost(samples, 5000, 10, {"error": "no floor"})["ratio_to_floor"] is None
     assert stack_cost([], 5000, 10, None)["stack_cpu_ms_per_request"] is None
+
+
+def test_totals_come_from_the_same_buckets_as_the_kpis() -> None:
+    from kpi.windows import totals
+
+    collector = loaded(range(10), 5, per_second=18, collector=loaded(range(10), 50, per_second=1))
+    collector.request(3, "GET", "/x", 5, failed=True)
+    figures = totals(collector.snapshot(0, 10))
+    assert (figures["requests"], figures["failures"]) == (191, 1)
+    assert figures["median_ms"] == pytest.approx(5, rel=0.01) and figures["p95_ms"] == pytest.approx(50, rel=0.01)
