@@ -26,7 +26,7 @@ from tests.test_locust_e2e import ROOT, write_thresholds
 pytestmark = pytest.mark.slow
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
-GREEN, RED = "rgb(46, 125, 50)", "rgb(198, 40, 40)"   # kpi/templates/locust_ui_extra.html
+GREEN, RED, ORANGE = "rgb(46, 125, 50)", "rgb(198, 40, 40)", "rgb(239, 108, 0)"   # kpi/templates/locust_ui_extra.html
 WARMUP_S = 8
 # The header shows the runner state in lower case (upper case only by CSS).
 RUNNING, STOPPED = re.compile(r"Status\s*running", re.IGNORECASE), re.compile(r"Status\s*stopped", re.IGNORECASE)
@@ -48,11 +48,13 @@ def web_ui(tmp_path: Path, gateway_url: str):  # type: ignore[no-untyped-def]
     what held the runner in "ready" and froze the page."""
     thresholds = write_thresholds(tmp_path / "ui.yaml", {
         "http_req_duration": ["p(95) < 60000"], "http_reqs": ["rps > 20"], "http_req_failed": ["rate < 0.5"],
-        "wasm_hot_us": ["med < 0.001"]}, warmup_s=WARMUP_S)   # the last one fails: a red cell
+        "wasm_hot_us": ["med < 0.001"]}, warmup_s=WARMUP_S,   # the last one fails: a red cell
+        # A machine budget no run can keep: the validity row reads INCONCLUSIVE, in orange.
+        validity={"generator_cpu_percent": None, "generator_loop_lag_ms": None, "machine_cpu_percent": 0.001})
     port = free_port()
     argv = [sys.executable, "-m", "locust", "--host", gateway_url, "--web-host", "127.0.0.1", "--web-port", str(port),
             "--thresholds", str(thresholds), "--run-time", "300s", "--report-dir", str(tmp_path / "reports")]
-    log = (tmp_path / "locust.log").open("w")  # noqa: SIM115 - closed after the process, below
+    log = (tmp_path / "locust.log").open("w")
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             env={**os.environ, "APPRUN_SEED_PASSWORD": SEED_PASSWORD})
     base = f"http://127.0.0.1:{port}"
@@ -113,6 +115,10 @@ def test_a_whole_run_in_the_browser(web_ui, tmp_path: Path) -> None:
             assert kpi_cell(page, "http_reqs", 3).evaluate("e => getComputedStyle(e).color") == GREEN
             expect(kpi_cell(page, "wasm_hot_us", 3)).to_have_text("FAIL")
             assert kpi_cell(page, "wasm_hot_us", 3).evaluate("e => getComputedStyle(e).color") == RED
+            validity = kpi_cell(page, "(measurement validity)", 3)
+            expect(validity).to_have_text("INCONCLUSIVE")
+            assert validity.evaluate("e => getComputedStyle(e).color") == ORANGE
+            expect(kpi_cell(page, "(measurement validity)", 2)).to_contain_text("machine_cpu_percent (machine)")
             page.screenshot(path=shots / "3-kpis.png")
 
             # RESET: Locust's statistics and the KPI figures start again (the warm-up too).
