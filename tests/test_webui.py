@@ -54,7 +54,7 @@ def web_ui(tmp_path: Path, gateway_url: str):  # type: ignore[no-untyped-def]
     port = free_port()
     argv = [sys.executable, "-m", "locust", "--host", gateway_url, "--web-host", "127.0.0.1", "--web-port", str(port),
             "--thresholds", str(thresholds), "--run-time", "300s", "--report-dir", str(tmp_path / "reports")]
-    log = (tmp_path / "locust.log").open("w")
+    log = (tmp_path / "locust.log").open("w")   # closed after the process, below
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             env={**os.environ, "APPRUN_SEED_PASSWORD": SEED_PASSWORD})
     base = f"http://127.0.0.1:{port}"
