@@ -26,7 +26,7 @@ class RunState:
     judged_window: tuple[int, int] | None = None
     resources: dict[str, dict[str, float]] = field(default_factory=dict)
     cost: dict[str, float | None] = field(default_factory=dict)     # stack CPU per request vs the floor
-    latency: dict[str, dict[str, float | None]] = field(default_factory=dict)   # both timings, side by side
+    latency: dict[str, dict[str, float | int | None]] = field(default_factory=dict)   # both timings, side by side
     dropped_iterations: int = 0
     totals: dict[str, float | None] = field(default_factory=dict)   # the whole run, from the same collector
     baseline_source: str = ""                # --baseline

@@ -111,7 +111,7 @@ def stack_cost(samples: Sequence[ResourceSample], requests: int, duration_s: flo
             "ratio_to_floor": round(per_request_ms / floor_ms, 2) if floor_ms else None}
 
 
-def latency_side_by_side(snapshot: Snapshot) -> dict[str, dict[str, float | None]]:
+def latency_side_by_side(snapshot: Snapshot) -> dict[str, dict[str, float | int | None]]:
     """Every request's service time and latency from its due time, in one
     table: the console and the report show both."""
     durations: dict[float, int] = {}
@@ -120,10 +120,10 @@ def latency_side_by_side(snapshot: Snapshot) -> dict[str, dict[str, float | None
         for target, source in ((durations, series.response_times), (latencies, series.latencies)):
             for value, count in source.items():
                 target[value] = target.get(value, 0) + count
-    table: dict[str, dict[str, float | None]] = {}
+    table: dict[str, dict[str, float | int | None]] = {}
     for name, histogram in (("http_req_duration", durations), ("http_req_latency", latencies)):
         figures = {f"p{p}": histogram_percentile(histogram, p) for p in (50, 95, 99)}
-        table[name] = {"count": float(sum(histogram.values())),
+        table[name] = {"count": sum(histogram.values()),
                        **{k: None if v is None else round(v, MEASURED_DECIMALS) for k, v in figures.items()},
                        "max": round(max(histogram), MEASURED_DECIMALS) if histogram else None}
     return table
