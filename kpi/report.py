@@ -177,8 +177,8 @@ def write(report_dir: Path, environment, run: RunState, collector: Collector, em
         "## Environment", "",
         f"- target: {data['target']} ({'embedded stack' if data['embedded_stack'] else 'external gateway'})",
         f"- load profile: {data['profile']}, run time {data['run_time_s']} s, thresholds {data['thresholds_file']}",
-        f"- machine: {data['environment']['cpus']} CPUs, {data['environment']['system']}, "
-        f"Python {data['environment']['python']}",
+        (f"- machine: {data['environment']['cpus']} CPUs, {data['environment']['system']}, "
+         f"Python {data['environment']['python']}"),
         f"- {_floor_line(data['floor'])}",
         f"- stack CPU per request (judged window): {_cost_line(data['cost'])}",
         "", "## KPIs", "", "| KPI | threshold | measured | result |", "|---|---|---|---|",
@@ -209,8 +209,8 @@ def write(report_dir: Path, environment, run: RunState, collector: Collector, em
               f"{'not judged' if c['budget'] is None else c['budget']} | {'yes' if c['ok'] else '**no**'} |"
               for c in data["validity"]] or ["| - | - | not measured | - | - |"]
     if data["capacity_rps"] is not None:
-        lines += ["", f"Capacity (stress profile): **{data['capacity_rps']} req/s** held every KPI; "
-                  "the table above judges that step."]
+        lines += ["", (f"Capacity (stress profile): **{data['capacity_rps']} req/s** held every KPI; "
+                       "the table above judges that step.")]
     if data["stress_steps"]:
         lines += ["", "| stress step: offered req/s | measured req/s | every KPI held | broken | measurement |",
                   "|---|---|---|---|---|"]
@@ -220,16 +220,16 @@ def write(report_dir: Path, environment, run: RunState, collector: Collector, em
         lines += ["", f"Run aborted early by abort_on_fail: {data['aborted']}"]
     if data["resources"]:
         lines += ["", "## Resources by component (judged window)", "",
-                  "CPU in both readings of the seed's \"CPU < 50 %\": % of the whole machine "
-                  f"({data['environment']['cpus']} cores = 100, `sut_cpu_percent`) and cores "
-                  "(docker stats' reading, 1.0 = one core, `sut_cpu_cores`).", "",
+                  ("CPU in both readings of the seed's \"CPU < 50 %\": % of the whole machine "
+                   f"({data['environment']['cpus']} cores = 100, `sut_cpu_percent`) and cores "
+                   "(docker stats' reading, 1.0 = one core, `sut_cpu_cores`)."), "",
                   "| component | CPU avg, % of machine | CPU avg, cores | memory max, MB |", "|---|---|---|---|"]
         lines += [f"| {name} | {r['cpu_avg_percent']:g} | {r.get('cpu_avg_cores', 0):g} | {r['memory_max_mb']:g} |"
                   for name, r in data["resources"].items()]
     totals = run.totals
     lines += ["", "## Totals (the whole run, warm-up included)", "",
-              f"- requests: {totals.get('requests')}, failures: {totals.get('failures')}, "
-              f"median {totals.get('median_ms')} ms, p95 {totals.get('p95_ms')} ms (http_req_duration)",
+              (f"- requests: {totals.get('requests')}, failures: {totals.get('failures')}, "
+               f"median {totals.get('median_ms')} ms, p95 {totals.get('p95_ms')} ms (http_req_duration)"),
               f"- pre-flight: {json.dumps(data['preflight'])}", "", "## Notable errors", ""]
     lines += [f"- {e['occurrences']} x {e['method']} {e['name']}: {e['error']}" for e in data["errors"]] or ["- none"]
     lines += ["", "## Charts", ""] + [f"![{c}]({c})" for c in charts]

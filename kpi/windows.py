@@ -3,11 +3,19 @@ over the collector, the resource samples and the pre-flight figures, so they
 are tested without Locust (importing Locust monkey-patches the process)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from kpi.collector import Collector
-from kpi.evaluate import COUNTERS, MEASURED_DECIMALS, TIMINGS, Snapshot, evaluate, histogram_percentile
+from kpi.evaluate import (
+    COUNTERS,
+    MEASURED_DECIMALS,
+    TIMINGS,
+    Snapshot,
+    evaluate,
+    histogram_percentile,
+)
 from kpi.sampler import ResourceSample
 from kpi.thresholds import Thresholds
 from kpi.validity import ValidityCheck, breaches, cause, judge
