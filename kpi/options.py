@@ -1,5 +1,5 @@
-"""The gate's Locust options (``locust --help`` lists them; locust.conf
-sets the project's defaults)."""
+"""The gate's Locust options (the README lists them; locust.conf sets the
+project's defaults; the web UI shows them under "Custom parameters")."""
 from __future__ import annotations
 
 from typing import Any
