@@ -390,3 +390,14 @@ def test_a_regression_against_the_baseline_fails_the_run(tmp_path: Path, gateway
     assert deltas["http_req_duration"]["regressed"] and deltas["http_req_duration"]["limit_percent"] == 20
     assert not deltas["http_req_failed"]["regressed"] and deltas["http_req_failed"]["limit_percent"] is None
     assert "**REGRESSION**" in (report_folder(tmp_path / "reports") / "summary.md").read_text()
+
+
+def test_a_baseline_that_is_not_a_summary_exits_2_before_any_load(tmp_path: Path, gateway_url: str) -> None:
+    (tmp_path / "not-a-summary.json").write_text('{"verdict": "PASS"}')
+    for baseline, message in ((tmp_path / "missing.json", "does not exist"),
+                              (tmp_path / "not-a-summary.json", "is not a summary.json")):
+        result = run_locust(["--headless", "--host", gateway_url, "--run-time", "5s", "--baseline", str(baseline),
+                             "--report-dir", str(tmp_path / "reports")])
+        console = result.stdout + result.stderr
+        assert result.returncode == 2, console[-3000:]
+        assert "invalid baseline" in console and message in console and "Traceback" not in console
