@@ -33,7 +33,9 @@ from kpi.target import loopback_error
 from kpi.thresholds import Thresholds, ThresholdsError, load
 from kpi.validity import cause
 
-__all__ = ["KpiLoadShape"]
+# Locustfiles written against the undivided plugin import these from here;
+# new code imports them from kpi.hooks / kpi.pacing (side-effect free).
+__all__ = ["PER_USER_RPS", "KpiLoadShape", "after_load", "record_violation"]
 
 log = logging.getLogger("apprun.kpi")
 
