@@ -51,3 +51,8 @@ def test_recorded_violations_reach_the_collector() -> None:
     before = hooks.collector.snapshot(0, 2**31).counters.get("rbac_violations", 0)
     hooks.record_violation("rbac_violations")
     assert hooks.collector.snapshot(0, 2**31).counters["rbac_violations"] == before + 1
+
+
+def test_the_plugin_still_offers_what_older_locustfiles_import() -> None:
+    loaded = _imported_after("import locust; from kpi.plugin import PER_USER_RPS, after_load, record_violation")
+    assert "kpi.hooks" in loaded
