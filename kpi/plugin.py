@@ -24,7 +24,13 @@ from locust.runners import WorkerRunner
 from kpi import baseline, generator, live, preflight, webui, windows
 from kpi import options as kpi_options
 from kpi.evaluate import evaluate, format_table
-from kpi.hooks import after_load, after_load_hooks, collector, record_request, record_violation
+from kpi.hooks import (
+    after_load,
+    after_load_hooks,
+    collector,
+    record_request,
+    record_violation,
+)
 from kpi.lifecycle import EmbeddedStack, StackStartError, start_embedded_stack
 from kpi.pacing import DUE_AT, PER_USER_RPS, latency_from_due
 from kpi.sampler import summarize_by_component
