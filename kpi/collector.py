@@ -10,22 +10,31 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from kpi import histogram
 from kpi.evaluate import RequestSeries, Snapshot
 
 
 class Collector:
     def __init__(self) -> None:
-        # second -> {"method name": [histogram, failures]}
+        # second -> {"method name": [duration buckets, failures, latency buckets]}
+        # (buckets: kpi/histogram.py, {str(index): count} so they ship as JSON keys)
         self.buckets: dict[int, dict[str, list[Any]]] = {}
         self.counters: dict[int, dict[str, int]] = {}
+        # second -> {"gauge|where": [values]}: the generator's own figures (kpi/validity.py)
+        self.gauges: dict[int, dict[str, list[float]]] = {}
         self._lock = threading.Lock()
 
-    def request(self, second: int, method: str, name: str, response_time_ms: float, failed: bool) -> None:
+    def request(self, second: int, method: str, name: str, response_time_ms: float, failed: bool,
+                latency_ms: float | None = None) -> None:
+        """One request: its service time (``http_req_duration``) and its
+        latency from when it was due (``http_req_latency``; the service time
+        when it had no due time)."""
         key = f"{method} {name}"
+        latency = response_time_ms if latency_ms is None else latency_ms
         with self._lock:
-            entry = self.buckets.setdefault(second, {}).setdefault(key, [{}, 0])
-            rounded = str(int(round(response_time_ms)))
-            entry[0][rounded] = entry[0].get(rounded, 0) + 1
+            entry = self.buckets.setdefault(second, {}).setdefault(key, [{}, 0, {}])
+            _add(entry[0], str(histogram.bucket(response_time_ms)), 1)
+            _add(entry[2], str(histogram.bucket(latency)), 1)
             if failed:
                 entry[1] += 1
 
@@ -33,6 +42,20 @@ class Collector:
         with self._lock:
             bucket = self.counters.setdefault(second, {})
             bucket[counter] = bucket.get(counter, 0) + amount
+
+    def gauge(self, second: int, key: str, value: float) -> None:
+        with self._lock:
+            self.gauges.setdefault(second, {}).setdefault(key, []).append(value)
+
+    def gauges_between(self, start_s: int, end_s: int) -> dict[str, list[float]]:
+        """Every gauge's values in [start_s, end_s)."""
+        merged: dict[str, list[float]] = {}
+        with self._lock:
+            for second, gauges in self.gauges.items():
+                if start_s <= second < end_s:
+                    for key, values in gauges.items():
+                        merged.setdefault(key, []).extend(values)
+        return merged
 
     def first_second(self, since: int) -> int | None:
         """The first second at or after ``since`` that has a request."""
@@ -42,36 +65,44 @@ class Collector:
     def drain(self) -> dict[str, Any]:
         """Everything collected since the last drain (for report_to_master)."""
         with self._lock:
-            data = {"buckets": self.buckets, "counters": self.counters}
-            self.buckets, self.counters = {}, {}
+            data = {"buckets": self.buckets, "counters": self.counters, "gauges": self.gauges}
+            self.buckets, self.counters, self.gauges = {}, {}, {}
         return data
 
     def merge(self, data: dict[str, Any]) -> None:
+        """Add a worker's drain: bucket counts, failures and counters are
+        summed, so the master's figures are exact."""
         with self._lock:
             for second, entries in data.get("buckets", {}).items():
                 bucket = self.buckets.setdefault(int(second), {})
-                for key, (histogram, failures) in entries.items():
-                    entry = bucket.setdefault(key, [{}, 0])
-                    for value, count in histogram.items():
-                        entry[0][value] = entry[0].get(value, 0) + count
+                for key, (durations, failures, latencies) in entries.items():
+                    entry = bucket.setdefault(key, [{}, 0, {}])
+                    for index, count in durations.items():
+                        _add(entry[0], index, count)
+                    for index, count in latencies.items():
+                        _add(entry[2], index, count)
                     entry[1] += failures
             for second, counters in data.get("counters", {}).items():
                 bucket = self.counters.setdefault(int(second), {})
                 for name, amount in counters.items():
                     bucket[name] = bucket.get(name, 0) + amount
+            for second, gauges in data.get("gauges", {}).items():
+                bucket = self.gauges.setdefault(int(second), {})
+                for key, values in gauges.items():
+                    bucket.setdefault(key, []).extend(values)
 
     def snapshot(self, start_s: int, end_s: int) -> Snapshot:
-        """Requests in [start_s, end_s); violation counters over the whole run
-        (a violation during warm-up is still a violation)."""
+        """Requests in [start_s, end_s); counters over the whole run (a
+        violation during warm-up is still a violation)."""
         snapshot = Snapshot(duration_s=max(1, end_s - start_s))
         with self._lock:
             for second, entries in self.buckets.items():
                 if not start_s <= second < end_s:
                     continue
-                for key, (histogram, failures) in entries.items():
+                for key, (durations, failures, latencies) in entries.items():
                     method, _, name = key.partition(" ")
                     series = snapshot.requests.setdefault((method, name), RequestSeries())
-                    series.merge(RequestSeries({int(k): v for k, v in histogram.items()}, failures))
+                    series.merge(RequestSeries(histogram.values(durations), failures, histogram.values(latencies)))
             totals: dict[str, int] = {}
             for counters in self.counters.values():
                 for name, amount in counters.items():
@@ -79,16 +110,25 @@ class Collector:
         snapshot.counters = totals
         return snapshot
 
-    def per_second(self) -> list[tuple[int, int, int, dict[int, int]]]:
-        """(second, requests, failures, merged histogram) in time order, for charts."""
+    def per_second(self) -> list[tuple[int, int, int, dict[float, int], dict[float, int]]]:
+        """(second, requests, failures, durations, latencies) in time order,
+        the histograms as {ms: count}, for charts."""
         rows = []
         with self._lock:
             for second in sorted(self.buckets):
-                histogram: dict[int, int] = {}
+                durations: dict[str, int] = {}
+                latencies: dict[str, int] = {}
                 failures = 0
-                for entry_histogram, entry_failures in self.buckets[second].values():
+                for entry_durations, entry_failures, entry_latencies in self.buckets[second].values():
                     failures += entry_failures
-                    for value, count in entry_histogram.items():
-                        histogram[int(value)] = histogram.get(int(value), 0) + count
-                rows.append((second, sum(histogram.values()), failures, histogram))
+                    for index, count in entry_durations.items():
+                        _add(durations, index, count)
+                    for index, count in entry_latencies.items():
+                        _add(latencies, index, count)
+                rows.append((second, sum(durations.values()), failures, histogram.values(durations),
+                             histogram.values(latencies)))
         return rows
+
+
+def _add(buckets: dict[str, int], index: str, count: int) -> None:
+    buckets[index] = buckets.get(index, 0) + count

@@ -9,32 +9,47 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from kpi.percentiles import MEASURED_DECIMALS, histogram_percentile, list_percentile
 from kpi.thresholds import Expression, Threshold, Thresholds
 
-COUNTERS = ("isolation_violations", "rbac_violations", "lost_writes", "workflow_failures")
+__all__ = ["MEASURED_DECIMALS", "Snapshot", "Verdict", "evaluate", "histogram_percentile", "list_percentile"]
+
+COUNTERS = ("isolation_violations", "rbac_violations", "lost_writes", "workflow_failures", "dropped_iterations")
+TIMINGS = ("http_req_duration", "http_req_latency")       # ms, per request
+HTTP_METRICS = TIMINGS + ("http_reqs", "http_req_failed")
+# A percentile resting on fewer than this many samples beyond it is marked
+# low-confidence: p(99) needs 1,000 samples, p(95) 200, the median 20.
+SAMPLES_BEYOND_PERCENTILE = 10
 
 
 @dataclass
 class RequestSeries:
-    """One request name + method: a histogram of response times (ms,
-    rounded to integers) and its failure count."""
-    response_times: dict[int, int] = field(default_factory=dict)
+    """One request name + method: histograms {ms: count} of its service
+    times (http_req_duration) and of its latencies from the intended send
+    time (http_req_latency), and its failure count."""
+    response_times: dict[float, int] = field(default_factory=dict)
     failures: int = 0
+    latencies: dict[float, int] = field(default_factory=dict)
 
     @property
     def count(self) -> int:
         return sum(self.response_times.values())
 
-    def add(self, response_time_ms: float, failed: bool) -> None:
-        key = int(round(response_time_ms))
-        self.response_times[key] = self.response_times.get(key, 0) + 1
-        if failed:
-            self.failures += 1
-
-    def merge(self, other: "RequestSeries") -> None:
+    def merge(self, other: RequestSeries) -> None:
         for key, count in other.response_times.items():
             self.response_times[key] = self.response_times.get(key, 0) + count
+        for key, count in other.latencies.items():
+            self.latencies[key] = self.latencies.get(key, 0) + count
         self.failures += other.failures
+
+
+def low_confidence(expression: Expression, samples: int) -> str:
+    """The note for a percentile resting on too few samples ('' when enough)."""
+    percentile = 50.0 if expression.aggregation == "med" else expression.percentile
+    if expression.aggregation not in ("p", "med") or percentile is None or percentile >= 100:
+        return ""
+    needed = math.ceil(SAMPLES_BEYOND_PERCENTILE / (1 - percentile / 100))
+    return f"low confidence: {samples} samples, p({percentile:g}) wants {needed}" if samples < needed else ""
 
 
 @dataclass
@@ -44,11 +59,6 @@ class Snapshot:
     samples: dict[str, list[float]] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
     values: dict[str, float] = field(default_factory=dict)
-
-
-# Every measured figure is rounded once, here, to this many decimals; the
-# console, summary.json, the report and the stress steps all show this value.
-MEASURED_DECIMALS = 3
 
 
 @dataclass(frozen=True)
@@ -62,27 +72,6 @@ class Verdict:
     def to_json(self) -> dict:
         return {"metric": self.key, "threshold": self.expression, "measured": self.measured,
                 "passed": self.passed, "note": self.note}
-
-
-def histogram_percentile(histogram: dict[int, int], percentile: float) -> float | None:
-    total = sum(histogram.values())
-    if total == 0:
-        return None
-    rank = math.ceil(total * percentile / 100.0)
-    seen = 0
-    for value in sorted(histogram):
-        seen += histogram[value]
-        if seen >= rank:
-            return float(value)
-    return float(max(histogram))
-
-
-def list_percentile(values: list[float], percentile: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(len(ordered) * percentile / 100.0))
-    return float(ordered[rank - 1])
 
 
 def _matching(snapshot: Snapshot, threshold: Threshold) -> RequestSeries:
@@ -105,7 +94,7 @@ def _http_value(snapshot: Snapshot, threshold: Threshold, expression: Expression
         return series.count / snapshot.duration_s if expression.aggregation == "rps" else float(series.count)
     if threshold.metric == "http_req_failed":
         return series.failures / series.count if expression.aggregation == "rate" else float(series.failures)
-    histogram = series.response_times
+    histogram = series.latencies if threshold.metric == "http_req_latency" else series.response_times
     if expression.aggregation == "p":
         return histogram_percentile(histogram, expression.percentile or 0)
     if expression.aggregation == "med":
@@ -134,7 +123,7 @@ def _sample_value(values: list[float], expression: Expression) -> float | None:
 
 def measure(snapshot: Snapshot, threshold: Threshold, expression: Expression) -> float | None:
     metric = threshold.metric
-    if metric in ("http_req_duration", "http_reqs", "http_req_failed"):
+    if metric in HTTP_METRICS:
         if snapshot.duration_s <= 0:
             return None
         return _http_value(snapshot, threshold, expression)
@@ -146,6 +135,13 @@ def measure(snapshot: Snapshot, threshold: Threshold, expression: Expression) ->
     return _sample_value(snapshot.samples.get(metric, []), expression)
 
 
+def sample_count(snapshot: Snapshot, threshold: Threshold) -> int:
+    """How many samples a metric's figure rests on."""
+    if threshold.metric in TIMINGS:
+        return _matching(snapshot, threshold).count
+    return len(snapshot.samples.get(threshold.metric, []))
+
+
 def evaluate(snapshot: Snapshot, thresholds: Thresholds) -> list[Verdict]:
     verdicts = []
     for threshold in thresholds.entries:
@@ -155,15 +151,23 @@ def evaluate(snapshot: Snapshot, thresholds: Thresholds) -> list[Verdict]:
                 verdicts.append(Verdict(threshold.key, expression.text, None, False, "no samples"))
             else:
                 verdicts.append(Verdict(threshold.key, expression.text, round(measured, MEASURED_DECIMALS),
-                                        expression.holds(measured)))
+                                        expression.holds(measured),
+                                        low_confidence(expression, sample_count(snapshot, threshold))))
     return verdicts
+
+
+def measured_text(verdict: Verdict) -> str:
+    """The measured figure as the console, the tab and the report show it;
+    a low-confidence percentile carries its note."""
+    if verdict.measured is None:
+        return "no samples"
+    return f"{verdict.measured:g}" + (f" ({verdict.note})" if verdict.note else "")
 
 
 def format_table(verdicts: list[Verdict]) -> str:
     rows = [("KPI", "threshold", "measured", "result")]
     for v in verdicts:
-        measured = "no samples" if v.measured is None else f"{v.measured:g}"
-        rows.append((v.key, v.expression, measured, "PASS" if v.passed else "FAIL"))
+        rows.append((v.key, v.expression, measured_text(v), "PASS" if v.passed else "FAIL"))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [" | ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) for row in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))

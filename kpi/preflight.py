@@ -2,7 +2,8 @@
 
 * WASM cold start and hot execution: deploy the example JSON handler under
   a fresh name and invoke it; the gateway's X-Function-* headers give the
-  server-side figures (client-side timing when a gateway does not send them).
+  server-side figures, the client's timing gives the HTTP round trip
+  (``wasm_invoke_ms``).
 * Auth checks per second: embedded, the gateway's own JWT verification
   and Casbin decision measured in process (no cache, so each check is a
   real signature check plus a real enforce); remote, authenticated
@@ -10,28 +11,45 @@
 """
 from __future__ import annotations
 
+import json
+import logging
+import os
 import statistics
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import requests
 
 from wasm.build import example_wasm
 
+log = logging.getLogger("apprun.kpi")
+
 HOT_CALLS = 200
+FLOOR_SECONDS = 3.0          # the machine's floor (kpi/floor.py), measured in every pre-flight
 AUTH_SECONDS = 2.0
 AUTH_CONCURRENCY = 16
 PRICE_INPUT = {"items": [{"name": "A", "price_cents": 1000}, {"name": "B", "price_cents": 2599}], "tax_rate_bp": 2000}
 
 
 def wasm_figures(host: str, admin_token: str) -> dict[str, list[float]]:
+    """Deploy the JSON example under a fresh name and invoke it HOT_CALLS + 1
+    times.  The seed's units: ``wasm_hot_us`` is the function itself as the
+    server measured it (``X-Function-Duration-Us``, like the seed's in-process
+    benchmark) and ``wasm_cold_start_ms`` the server's compile-and-load time
+    (``X-Function-Cold-Start-Ms``); ``wasm_invoke_ms`` keeps the HTTP round
+    trip of each hot call, as the client saw it.  A gateway that does not
+    send the headers gives the two server figures no samples (a failed
+    check), never a client timing under the server's name."""
     headers = {"Authorization": f"Bearer {admin_token}"}
     name = f"preflight-{uuid.uuid4().hex[:8]}"
     deployed = requests.put(f"{host}/functions/{name}", data=example_wasm("price_tax"), timeout=30,
                             headers={**headers, "Content-Type": "application/wasm"})
     deployed.raise_for_status()
-    cold, hot = [], []
+    cold: list[float] = []
+    hot: list[float] = []
+    invoke: list[float] = []
     try:
         for i in range(HOT_CALLS + 1):
             started = time.perf_counter()
@@ -39,12 +57,15 @@ def wasm_figures(host: str, admin_token: str) -> dict[str, list[float]]:
             elapsed_ms = (time.perf_counter() - started) * 1000
             response.raise_for_status()
             if i == 0:
-                cold.append(float(response.headers.get("X-Function-Cold-Start-Ms", elapsed_ms)))
-            else:
-                hot.append(float(response.headers.get("X-Function-Duration-Us", elapsed_ms * 1000)))
+                if "X-Function-Cold-Start-Ms" in response.headers:
+                    cold.append(float(response.headers["X-Function-Cold-Start-Ms"]))
+                continue
+            invoke.append(elapsed_ms)
+            if "X-Function-Duration-Us" in response.headers:
+                hot.append(float(response.headers["X-Function-Duration-Us"]))
     finally:
         requests.delete(f"{host}/functions/{name}", headers=headers, timeout=10)
-    return {"wasm_cold_start_ms": cold, "wasm_hot_us": hot}
+    return {"wasm_cold_start_ms": cold, "wasm_hot_us": hot, "wasm_invoke_ms": invoke}
 
 
 def auth_checks_in_process(settings: dict[str, Any], token: str) -> float:
@@ -101,3 +122,59 @@ def auth_checks_over_http(host: str, token: str) -> float:
 
 def median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
+
+
+def login(host: str, email: str, password: str) -> str:
+    """An access token for the pre-flight's user (``--kpi-user``)."""
+    response = requests.post(f"{host}/auth/login", json={"email": email, "password": password}, timeout=30)
+    if response.status_code != 200:
+        raise RuntimeError(f"pre-flight login as {email} answered HTTP {response.status_code}")
+    return response.json()["access_token"]
+
+
+def measure(host: str, email: str, password: str, secrets_file: Path | None) -> dict[str, Any]:
+    """Every pre-flight figure; ``secrets_file`` is the embedded stack's (auth
+    is then measured in process), None for a --host target (over HTTP).  A
+    failure is reported under "error" (its KPIs then have no samples, a
+    failed check), never as a pass."""
+    figures: dict[str, Any] = {}
+    try:
+        token = login(host, email, password)
+        figures.update(wasm_figures(host, token))
+        if secrets_file is not None:
+            secrets = json.loads(secrets_file.read_text())
+            figures["auth_checks_per_s"] = auth_checks_in_process(
+                {"jwt_secret": os.environ.get("APPRUN_JWT_SECRET") or secrets["jwt_secret"]}, token)
+            figures["auth_method"] = "in process (JWT verify + Casbin enforce, uncached)"
+        else:
+            figures["auth_checks_per_s"] = auth_checks_over_http(host, token)
+            figures["auth_method"] = f"HTTP /auth/me over {AUTH_CONCURRENCY} connections"
+    except Exception as exc:  # noqa: BLE001 - reported as missing samples, never as a pass
+        log.error("pre-flight failed: %s", exc)
+        figures["error"] = str(exc)
+    figures["floor"] = machine_floor()
+    cold, hot = figures.get("wasm_cold_start_ms") or [None], median(figures.get("wasm_hot_us", []))
+    invoke = median(figures.get("wasm_invoke_ms", []))
+    log.info("pre-flight: auth %.0f checks/s (%s), wasm cold start %s ms, hot median %s us on the server, "
+             "%s ms over HTTP", figures.get("auth_checks_per_s", 0), figures.get("auth_method", "not measured"),
+             "n/a" if cold[0] is None else f"{cold[0]:.2f}", "n/a" if hot is None else f"{hot:.0f}",
+             "n/a" if invoke is None else f"{invoke:.2f}")
+    return figures
+
+
+def machine_floor(seconds: float = FLOOR_SECONDS) -> dict[str, Any]:
+    """This machine's floor today (kpi/floor.py's ``measure_floor``): CPU per
+    request and req/s of a Flask hello served like the gateway.  The run's
+    figures are read against it; the machine's speed moves ~2x by the day."""
+    try:
+        from kpi.floor import measure_floor
+    except ImportError:
+        return {"error": "kpi/floor.py is not installed"}
+    try:
+        floor = measure_floor(seconds)
+    except Exception as exc:  # noqa: BLE001 - the report says the floor is missing, the run goes on
+        log.warning("floor not measured: %s", exc)
+        return {"error": str(exc)}
+    log.info("pre-flight: %s", floor.describe())
+    return {"cpu_ms_per_request": floor.cpu_ms_per_request, "requests_per_s": floor.requests_per_s,
+            "description": floor.describe()}

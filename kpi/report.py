@@ -15,8 +15,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from kpi.baseline import Delta  # noqa: E402
 from kpi.collector import Collector  # noqa: E402
-from kpi.evaluate import Verdict, histogram_percentile  # noqa: E402
+from kpi.evaluate import histogram_percentile, measured_text  # noqa: E402
+from kpi.state import RunState  # noqa: E402
+from kpi.validity import cause  # noqa: E402
 
 
 def _mark_window(ax: Any, window: tuple[int, int] | None, t0: float) -> None:
@@ -32,21 +35,30 @@ def _charts(report_dir: Path, collector: Collector, sampler: Any, window: tuple[
         t0 = rows[0][0]
         seconds = [r[0] - t0 for r in rows]
         fig, ax = plt.subplots(figsize=(9, 4))
-        for pct in (50, 95, 99):
-            ax.plot(seconds, [histogram_percentile(r[3], pct) or 0 for r in rows], label=f"p{pct}")
+        for pct, colour in ((50, "tab:blue"), (95, "tab:orange"), (99, "tab:red")):
+            ax.plot(seconds, [histogram_percentile(r[3], pct) or 0 for r in rows], color=colour,
+                    label=f"p{pct} service time (http_req_duration)")
+        for pct, colour in ((95, "tab:purple"), (99, "black")):
+            ax.plot(seconds, [histogram_percentile(r[4], pct) or 0 for r in rows], color=colour, linestyle="--",
+                    linewidth=2, zorder=3, label=f"p{pct} from the intended send time (http_req_latency)")
         _mark_window(ax, window, t0)
-        ax.set(xlabel="s", ylabel="ms", title="Response time percentiles over time")
-        ax.legend()
+        ax.set(xlabel="s (by when each response ended)", ylabel="ms", title="Latency percentiles over time")
+        ax.legend(fontsize="small")
         fig.savefig(report_dir / "latency_over_time.png", dpi=100, bbox_inches="tight")
         plt.close(fig)
-        merged: dict[int, int] = {}
-        for r in rows:
-            for value, count in r[3].items():
-                merged[value] = merged.get(value, 0) + count
         fig, ax = plt.subplots(figsize=(9, 4))
-        values = sorted(merged)
-        ax.bar(values, [merged[v] for v in values], width=1.0)
-        ax.set(xlabel="ms", ylabel="requests", title="Response time distribution", yscale="log")
+        series_labels = ((3, "service time (http_req_duration)"),
+                         (4, "from the intended send time (http_req_latency)"))
+        for column, label in series_labels:
+            merged: dict[float, int] = {}
+            for r in rows:
+                for value, count in r[column].items():
+                    merged[value] = merged.get(value, 0) + count
+            values = sorted(v for v in merged if v > 0)
+            ax.plot(values, [merged[v] for v in values], drawstyle="steps-mid", label=label)
+        ax.set(xlabel="ms (buckets of 2 %)", ylabel="requests", title="Latency distribution", xscale="log",
+               yscale="log")
+        ax.legend(fontsize="small")
         fig.savefig(report_dir / "latency_distribution.png", dpi=100, bbox_inches="tight")
         plt.close(fig)
         fig, ax = plt.subplots(figsize=(9, 4))
@@ -82,6 +94,29 @@ def _charts(report_dir: Path, collector: Collector, sampler: Any, window: tuple[
     return made
 
 
+def _change(delta: Delta) -> str:
+    return "-" if delta.change_percent is None else f"{delta.change_percent:+.1f} %"
+
+
+def _limit(delta: Delta) -> str:
+    if delta.limit_percent is None:
+        return "-"
+    return ("**REGRESSION**, " if delta.regressed else "ok, ") + f"worse by at most {delta.limit_percent:g} %"
+
+
+def _floor_line(floor: dict[str, Any] | None) -> str:
+    if not floor:
+        return "floor: not measured (--skip-preflight)"
+    return floor.get("description") or f"floor: not measured ({floor.get('error')})"
+
+
+def _cost_line(cost: dict[str, Any]) -> str:
+    if cost.get("stack_cpu_ms_per_request") is None:
+        return "not measured"
+    ratio = cost.get("ratio_to_floor")
+    return f"{cost['stack_cpu_ms_per_request']:g} ms" + (f", {ratio:g}x the floor" if ratio is not None else "")
+
+
 def _write_locust_csv(report_dir: Path, environment) -> list[str]:
     """Locust's own CSV files (the format of ``--csv``): per-route statistics,
     failures and exceptions."""
@@ -98,33 +133,38 @@ def _write_locust_csv(report_dir: Path, environment) -> list[str]:
     return list(files)
 
 
-def write(report_dir: Path, environment, verdicts: list[Verdict], state: dict[str, Any],
-          collector: Collector) -> Path:
+def write(report_dir: Path, environment, run: RunState, collector: Collector, embedded_stack: bool) -> Path:
     report_dir.mkdir(parents=True, exist_ok=True)
     options = environment.parsed_options
-    passed = all(v.passed for v in verdicts)
-    stats = environment.stats.total
+    verdicts = run.verdicts
     errors = sorted(environment.stats.errors.values(), key=lambda e: -e.occurrences)[:10]
-    charts = _charts(report_dir, collector, state.get("sampler"), state.get("judged_window"))
+    charts = _charts(report_dir, collector, run.sampler, run.judged_window)
     data = {
-        "verdict": "PASS" if passed else "FAIL",
+        "verdict": run.verdict,
+        "inconclusive_cause": cause(run.validity) or None,
+        "validity": [check.to_json() for check in run.validity],
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "target": environment.host,
-        "embedded_stack": state.get("stack_config") is not None,
+        "embedded_stack": embedded_stack,
         "profile": options.load_profile,
         "run_time_s": options.run_time,
         "thresholds_file": options.thresholds,
         "environment": {"python": platform.python_version(), "machine": platform.machine(),
                         "cpus": os.cpu_count(), "system": platform.platform()},
         "kpis": [v.to_json() for v in verdicts],
-        "capacity_rps": state.get("capacity_rps"),
-        "stress_steps": state.get("steps"),
-        "aborted": state.get("aborted"),
-        "preflight": {k: v for k, v in state.get("preflight", {}).items() if not isinstance(v, list)},
-        "resources": state.get("resources", {}),
-        "judged_window": state.get("judged_window"),
-        "totals": {"requests": stats.num_requests, "failures": stats.num_failures,
-                   "median_ms": stats.median_response_time, "p95_ms": stats.get_response_time_percentile(0.95)},
+        "capacity_rps": run.capacity_rps,
+        "stress_steps": run.steps,
+        "aborted": run.aborted,
+        "preflight": {k: v for k, v in run.preflight.items() if not isinstance(v, list)},
+        "resources": run.resources,
+        "baseline": {"source": run.baseline_source, "deltas": [d.to_json() for d in run.deltas]}
+        if run.baseline_source else None,
+        "latency": run.latency,
+        "dropped_iterations": run.dropped_iterations,
+        "floor": run.preflight.get("floor"),
+        "cost": run.cost,
+        "judged_window": run.judged_window,
+        "totals": run.totals,
         "errors": [{"method": e.method, "name": e.name, "error": str(e.error), "occurrences": e.occurrences}
                    for e in errors],
         "charts": charts,
@@ -137,28 +177,59 @@ def write(report_dir: Path, environment, verdicts: list[Verdict], state: dict[st
         "## Environment", "",
         f"- target: {data['target']} ({'embedded stack' if data['embedded_stack'] else 'external gateway'})",
         f"- load profile: {data['profile']}, run time {data['run_time_s']} s, thresholds {data['thresholds_file']}",
-        f"- machine: {data['environment']['cpus']} CPUs, {data['environment']['system']}, "
-        f"Python {data['environment']['python']}",
+        (f"- machine: {data['environment']['cpus']} CPUs, {data['environment']['system']}, "
+         f"Python {data['environment']['python']}"),
+        f"- {_floor_line(data['floor'])}",
+        f"- stack CPU per request (judged window): {_cost_line(data['cost'])}",
         "", "## KPIs", "", "| KPI | threshold | measured | result |", "|---|---|---|---|",
     ]
     for v in verdicts:
-        measured = "no samples" if v.measured is None else f"{v.measured:g}"
+        measured = measured_text(v)
         lines.append(f"| {v.key} | `{v.expression}` | {measured} | {'PASS' if v.passed else '**FAIL**'} |")
+    if run.deltas:
+        lines += ["", f"### Against the baseline ({run.baseline_source})", "",
+                  "| KPI | threshold | baseline | measured | change | regression limit |", "|---|---|---|---|---|---|"]
+        lines += [f"| {d.metric} | `{d.threshold}` | {d.baseline} | {d.measured} | {_change(d)} | {_limit(d)} |"
+                  for d in run.deltas]
+    if data["inconclusive_cause"]:
+        lines += ["", (f"**INCONCLUSIVE**: the measurement exceeded its budget ({data['inconclusive_cause']}); "
+                       "the KPIs above are neither a pass nor a fail of the system under test.")]
+    if data["latency"]:
+        lines += ["", "## Latency side by side (judged window, every request)", "",
+                  "| metric | requests | p50 ms | p95 ms | p99 ms | max ms |", "|---|---|---|---|---|---|"]
+        lines += [f"| {name} | {f['count']} | {f['p50']} | {f['p95']} | {f['p99']} | {f['max']} |"
+                  for name, f in data["latency"].items()]
+        lines += ["", ("`http_req_duration` is each request's service time; `http_req_latency` runs from when "
+                       "the request was due on the user's fixed schedule to its response's end, so a stall "
+                       "shows in full (no coordinated omission). Dropped iterations: "
+                       f"{data['dropped_iterations']} (sends due within the run that were never made).")]
+    lines += ["", "## Measurement validity (judged window)", "",
+              "| budget | where | measured | budget | ok |", "|---|---|---|---|---|"]
+    lines += [f"| {c['description']} | {c['where']} | {'not measured' if c['measured'] is None else c['measured']} | "
+              f"{'not judged' if c['budget'] is None else c['budget']} | {'yes' if c['ok'] else '**no**'} |"
+              for c in data["validity"]] or ["| - | - | not measured | - | - |"]
     if data["capacity_rps"] is not None:
-        lines += ["", f"Capacity (stress profile): **{data['capacity_rps']} req/s** held every KPI; "
-                  "the table above judges that step."]
+        lines += ["", (f"Capacity (stress profile): **{data['capacity_rps']} req/s** held every KPI; "
+                       "the table above judges that step.")]
     if data["stress_steps"]:
-        lines += ["", "| stress step: offered req/s | measured req/s | every KPI held | broken |", "|---|---|---|---|"]
+        lines += ["", "| stress step: offered req/s | measured req/s | every KPI held | broken | measurement |",
+                  "|---|---|---|---|---|"]
         lines += [f"| {st['offered_rps']:g} | {st['measured_rps']:g} | {'yes' if st['held'] else 'no'} | "
-                  f"{', '.join(st['broken']) or '-'} |" for st in data["stress_steps"]]
+                  f"{', '.join(st['broken']) or '-'} | {st.get('invalid') or 'valid'} |" for st in data["stress_steps"]]
     if data["aborted"]:
         lines += ["", f"Run aborted early by abort_on_fail: {data['aborted']}"]
     if data["resources"]:
         lines += ["", "## Resources by component (judged window)", "",
-                  "| component | CPU avg, % of machine | memory max, MB |", "|---|---|---|"]
-        lines += [f"| {name} | {r['cpu_avg_percent']:g} | {r['memory_max_mb']:g} |"
+                  ("CPU in both readings of the seed's \"CPU < 50 %\": % of the whole machine "
+                   f"({data['environment']['cpus']} cores = 100, `sut_cpu_percent`) and cores "
+                   "(docker stats' reading, 1.0 = one core, `sut_cpu_cores`)."), "",
+                  "| component | CPU avg, % of machine | CPU avg, cores | memory max, MB |", "|---|---|---|---|"]
+        lines += [f"| {name} | {r['cpu_avg_percent']:g} | {r.get('cpu_avg_cores', 0):g} | {r['memory_max_mb']:g} |"
                   for name, r in data["resources"].items()]
-    lines += ["", "## Totals", "", f"- requests: {stats.num_requests}, failures: {stats.num_failures}",
+    totals = run.totals
+    lines += ["", "## Totals (the whole run, warm-up included)", "",
+              (f"- requests: {totals.get('requests')}, failures: {totals.get('failures')}, "
+               f"median {totals.get('median_ms')} ms, p95 {totals.get('p95_ms')} ms (http_req_duration)"),
               f"- pre-flight: {json.dumps(data['preflight'])}", "", "## Notable errors", ""]
     lines += [f"- {e['occurrences']} x {e['method']} {e['name']}: {e['error']}" for e in data["errors"]] or ["- none"]
     lines += ["", "## Charts", ""] + [f"![{c}]({c})" for c in charts]

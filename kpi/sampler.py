@@ -38,14 +38,22 @@ class ResourceSample:
 
 
 def summarize_by_component(samples: list[ResourceSample], cpus: int) -> dict[str, dict[str, float]]:
-    """Per component: average CPU (% of the whole machine) and peak memory,
-    so the report says which service the totals come from."""
+    """Per component and in total: average CPU in both readings (% of the
+    whole machine, as sut_cpu_percent; cores, as docker stats and
+    sut_cpu_cores) and peak memory, so the report says which service the
+    totals come from."""
     summary: dict[str, dict[str, float]] = {}
+
+    def summarize(cpu: list[float], memory: list[float]) -> dict[str, float]:
+        average = sum(cpu) / len(cpu) if cpu else 0.0       # % of one core, summed over the tree
+        return {"cpu_avg_percent": round(average / max(1, cpus), 1), "cpu_avg_cores": round(average / 100, 3),
+                "memory_max_mb": round(max(memory), 1) if memory else 0.0}
+
     for name in sorted({name for s in samples for name in s.memory_mb}):
-        cpu = [s.cpu_percent[name] for s in samples if name in s.cpu_percent]
-        memory = [s.memory_mb[name] for s in samples if name in s.memory_mb]
-        summary[name] = {"cpu_avg_percent": round(sum(cpu) / len(cpu) / max(1, cpus), 1) if cpu else 0.0,
-                         "memory_max_mb": round(max(memory), 1) if memory else 0.0}
+        summary[name] = summarize([s.cpu_percent[name] for s in samples if name in s.cpu_percent],
+                                  [s.memory_mb[name] for s in samples if name in s.memory_mb])
+    if summary:
+        summary["total"] = summarize([s.total_cpu_percent for s in samples], [s.total_memory_mb for s in samples])
     return summary
 
 

@@ -14,28 +14,36 @@ from __future__ import annotations
 
 import operator
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
+from kpi.baseline import BaselineError, RegressionRule, parse_rules
+from kpi.validity import DEFAULT_BUDGETS, ValidityError, parse_budgets
+
 #: metric -> aggregations it offers
 METRICS: dict[str, set[str]] = {
-    "http_req_duration": {"p", "avg", "min", "max", "med"},   # ms, per request
+    "http_req_duration": {"p", "avg", "min", "max", "med"},   # ms, per request: service time
+    "http_req_latency": {"p", "avg", "min", "max", "med"},    # ms, per request: from its due time to its end
     "http_reqs": {"rps", "count"},
     "http_req_failed": {"rate", "count"},
     "sut_memory_mb": {"max", "avg", "min", "med", "p"},        # whole stack, sampled
-    "sut_cpu_percent": {"max", "avg", "min", "med", "p"},      # whole stack, % of one core summed
+    "sut_cpu_percent": {"max", "avg", "min", "med", "p"},      # whole stack, % of the whole machine
+    "sut_cpu_cores": {"max", "avg", "min", "med", "p"},        # whole stack, cores (docker stats: 1.0 = one core)
     "isolation_violations": {"count"},
     "rbac_violations": {"count"},
     "lost_writes": {"count"},
     "workflow_failures": {"count"},
+    "dropped_iterations": {"count"},                          # sends due within the run, never made
     "auth_checks_per_s": {"value"},
     "wasm_cold_start_ms": {"value", "max", "avg", "med", "p"},
-    "wasm_hot_us": {"med", "avg", "p", "max", "min"},
+    "wasm_hot_us": {"med", "avg", "p", "max", "min"},         # server-side (X-Function-Duration-Us)
+    "wasm_invoke_ms": {"med", "avg", "p", "max", "min"},      # the HTTP round trip of the same calls
 }
-TAGGABLE = {"http_req_duration", "http_reqs", "http_req_failed"}
+TAGGABLE = {"http_req_duration", "http_req_latency", "http_reqs", "http_req_failed"}
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne,
 }
@@ -77,6 +85,8 @@ class Thresholds:
     abort_delay_s: float = 0.0
     source: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
+    validity: dict[str, float | None] = field(default_factory=lambda: dict(DEFAULT_BUDGETS))
+    regression: list[RegressionRule] = field(default_factory=list)
 
     def target(self, metric: str, aggregation: str) -> float | None:
         """The first target for an untagged metric/aggregation (load shapes use rps)."""
@@ -126,7 +136,7 @@ def parse_metric_key(key: str) -> tuple[str, tuple[tuple[str, str], ...]]:
 def parse(data: Any, source: str = "") -> Thresholds:
     if not isinstance(data, dict):
         raise ThresholdsError(f"{source or 'thresholds'}: top level must be a mapping")
-    unknown = set(data) - {"warmup_s", "abort_on_fail", "metrics"}
+    unknown = set(data) - {"warmup_s", "abort_on_fail", "metrics", "validity", "regression"}
     if unknown:
         raise ThresholdsError(f"unknown top-level key(s): {', '.join(sorted(unknown))}")
     metrics = data.get("metrics")
@@ -146,8 +156,16 @@ def parse(data: Any, source: str = "") -> Thresholds:
     abort = data.get("abort_on_fail") or {}
     if not isinstance(abort, dict) or set(abort) - {"enabled", "delay_s"}:
         raise ThresholdsError("'abort_on_fail' takes {enabled: bool, delay_s: number}")
+    try:
+        validity = parse_budgets(data.get("validity"))
+    except ValidityError as exc:
+        raise ThresholdsError(str(exc)) from None
+    try:
+        regression = parse_rules(data.get("regression"), {entry.key for entry in entries})
+    except BaselineError as exc:
+        raise ThresholdsError(str(exc)) from None
     return Thresholds(entries, float(warmup), bool(abort.get("enabled", False)), float(abort.get("delay_s", 0)),
-                      source, data)
+                      source, data, validity, regression)
 
 
 def load(path: str | Path) -> Thresholds:

@@ -3,16 +3,26 @@ over the collector, the resource samples and the pre-flight figures, so they
 are tested without Locust (importing Locust monkey-patches the process)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from kpi.collector import Collector
-from kpi.evaluate import MEASURED_DECIMALS, Snapshot, evaluate
+from kpi.evaluate import (
+    COUNTERS,
+    MEASURED_DECIMALS,
+    TIMINGS,
+    Snapshot,
+    evaluate,
+    histogram_percentile,
+)
 from kpi.sampler import ResourceSample
 from kpi.thresholds import Thresholds
+from kpi.validity import ValidityCheck, breaches, cause, judge
 
-PREFLIGHT_METRICS = ("auth_checks_per_s", "wasm_cold_start_ms", "wasm_hot_us")
-COUNTERS = ("isolation_violations", "rbac_violations", "lost_writes", "workflow_failures")
+PREFLIGHT_METRICS = ("auth_checks_per_s", "wasm_cold_start_ms", "wasm_hot_us", "wasm_invoke_ms")
+PREFLIGHT_SAMPLES = ("wasm_cold_start_ms", "wasm_hot_us", "wasm_invoke_ms")
+PERCENT_PER_CORE = 100.0     # psutil and docker stats: 100 % is one core
 
 
 @dataclass
@@ -46,7 +56,8 @@ def snapshot_between(figures: RunFigures, start_s: int, end_s: int) -> Snapshot:
     samples = samples_between(figures.samples, start_s, end_s)   # none: "no samples", a failed check
     snapshot.samples["sut_memory_mb"] = [s.total_memory_mb for s in samples]
     snapshot.samples["sut_cpu_percent"] = [s.total_cpu_percent / figures.cpus for s in samples]
-    for key in ("wasm_cold_start_ms", "wasm_hot_us"):
+    snapshot.samples["sut_cpu_cores"] = [s.total_cpu_percent / PERCENT_PER_CORE for s in samples]
+    for key in PREFLIGHT_SAMPLES:
         if figures.preflight.get(key):
             snapshot.samples[key] = list(figures.preflight[key])
     if "auth_checks_per_s" in figures.preflight:
@@ -56,10 +67,15 @@ def snapshot_between(figures: RunFigures, start_s: int, end_s: int) -> Snapshot:
     return snapshot
 
 
+def validity_between(figures: RunFigures, thresholds: Thresholds, start_s: int, end_s: int) -> list[ValidityCheck]:
+    """The generator's and the machine's budgets over [start_s, end_s)."""
+    return judge(figures.collector.gauges_between(start_s, end_s), thresholds.validity)
+
+
 def latency_only(thresholds: Thresholds) -> Thresholds:
     """The KPIs whose breach ends a stress run: overall latency and failures."""
     return Thresholds([e for e in thresholds.entries
-                       if e.metric in ("http_req_duration", "http_req_failed") and not e.tags])
+                       if e.metric in (*TIMINGS, "http_req_failed") and not e.tags])
 
 
 def windowed(thresholds: Thresholds) -> Thresholds:
@@ -74,8 +90,10 @@ def judge_stress_step(figures: RunFigures, thresholds: Thresholds, offered_rps: 
     broken = [v.key for v in evaluate(window, windowed(thresholds)) if not v.passed]
     latency_broken = [v.key for v in evaluate(window, latency_only(thresholds)) if not v.passed]
     measured = round(sum(s.count for s in window.requests.values()) / window.duration_s, MEASURED_DECIMALS)
-    return {"offered_rps": round(offered_rps, 1), "measured_rps": measured, "held": not broken,
-            "latency_held": not latency_broken, "broken": broken, "window": [start_s, end_s]}
+    # A step measured by a saturated generator or machine proves nothing: it is not held.
+    invalid = cause(breaches(validity_between(figures, thresholds, start_s, end_s)))
+    return {"offered_rps": round(offered_rps, 1), "measured_rps": measured, "held": not broken and not invalid,
+            "latency_held": not latency_broken, "broken": broken, "invalid": invalid, "window": [start_s, end_s]}
 
 
 def capacity(steps: Sequence[dict[str, Any]]) -> tuple[float | None, list[int] | None]:
@@ -85,3 +103,49 @@ def capacity(steps: Sequence[dict[str, Any]]) -> tuple[float | None, list[int] |
         return None, None
     best = max(held, key=lambda s: s["measured_rps"])
     return best["measured_rps"], best["window"]
+
+
+def stack_cost(samples: Sequence[ResourceSample], requests: int, duration_s: float,
+               floor: dict[str, Any] | None) -> dict[str, float | None]:
+    """The stack's CPU per request over the judged window (the sampled CPU,
+    % of one core summed over every stack process, times the window, over
+    its requests), and its ratio to the machine's floor of the same run."""
+    if not samples or requests <= 0 or duration_s <= 0:
+        return {"stack_cpu_ms_per_request": None, "ratio_to_floor": None}
+    average_cores = sum(s.total_cpu_percent for s in samples) / len(samples) / PERCENT_PER_CORE
+    per_request_ms = average_cores * duration_s * 1000 / requests
+    floor_ms = (floor or {}).get("cpu_ms_per_request")
+    return {"stack_cpu_ms_per_request": round(per_request_ms, MEASURED_DECIMALS),
+            "ratio_to_floor": round(per_request_ms / floor_ms, 2) if floor_ms else None}
+
+
+def latency_side_by_side(snapshot: Snapshot) -> dict[str, dict[str, float | int | None]]:
+    """Every request's service time and latency from its due time, in one
+    table: the console and the report show both."""
+    durations: dict[float, int] = {}
+    latencies: dict[float, int] = {}
+    for series in snapshot.requests.values():
+        for target, source in ((durations, series.response_times), (latencies, series.latencies)):
+            for value, count in source.items():
+                target[value] = target.get(value, 0) + count
+    table: dict[str, dict[str, float | int | None]] = {}
+    for name, histogram in (("http_req_duration", durations), ("http_req_latency", latencies)):
+        figures = {f"p{p}": histogram_percentile(histogram, p) for p in (50, 95, 99)}
+        table[name] = {"count": sum(histogram.values()),
+                       **{k: None if v is None else round(v, MEASURED_DECIMALS) for k, v in figures.items()},
+                       "max": round(max(histogram), MEASURED_DECIMALS) if histogram else None}
+    return table
+
+
+def totals(snapshot: Snapshot) -> dict[str, float | None]:
+    """The whole run's requests, failures, median and p95, from the same
+    collector and buckets as the KPIs (not Locust's own approximations), so
+    the report's figures cannot disagree with each other."""
+    durations: dict[float, int] = {}
+    for series in snapshot.requests.values():
+        for value, count in series.response_times.items():
+            durations[value] = durations.get(value, 0) + count
+    median, p95 = histogram_percentile(durations, 50), histogram_percentile(durations, 95)
+    return {"requests": sum(durations.values()), "failures": sum(s.failures for s in snapshot.requests.values()),
+            "median_ms": None if median is None else round(median, MEASURED_DECIMALS),
+            "p95_ms": None if p95 is None else round(p95, MEASURED_DECIMALS)}

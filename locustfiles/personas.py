@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import random
 import time
 import uuid
 
-from locust import FastHttpUser, constant_throughput, events, task
+from locust import FastHttpUser, events, task
 from locust.exception import StopUser
 
-from kpi.plugin import PER_USER_RPS, after_load, record_violation
+from kpi.hooks import after_load, record_dropped, record_violation
+from kpi.pacing import DUE_AT, PER_USER_RPS, OpenSchedule
+from kpi.seed import seed_password
 from kpi.target import loopback_error
 
 TENANT_1 = "11111111-1111-1111-1111-111111111111"
 TENANT_2 = "22222222-2222-2222-2222-222222222222"
-SEED_PASSWORD = os.environ.get("APPRUN_SEED_PASSWORD", "apprun-dev-password")
+SEED_PASSWORD = seed_password()
 FUNCTION_NAME = "loadtest-price"
 PRICE_INPUT = {"items": [{"name": "A", "price_cents": 1000}, {"name": "B", "price_cents": 2599}],
                "tax_rate_bp": 2000}
@@ -58,12 +59,13 @@ def _expect_forbidden(response, what: str, counter: str) -> None:
 class TenantUser(FastHttpUser):
     """Every task sends exactly one request (a task with nothing to do falls
     back to a list read), so users x PER_USER_RPS is the arrival rate the
-    kpi profile holds."""
+    kpi profile holds.  Requests go out on a fixed schedule (kpi/pacing.py):
+    a user late after a slow response catches up instead of sending less,
+    and each request's latency counts from when it was due."""
     abstract = True
     email = ""
     tenant_id = ""
     other_tenant = ""
-    wait_time = constant_throughput(PER_USER_RPS)
     connection_timeout = 10.0
     network_timeout = 10.0
 
@@ -78,6 +80,20 @@ class TenantUser(FastHttpUser):
             token = response.json()["access_token"]
         self.headers = {"Authorization": f"Bearer {token}"}
         self.next_due: dict[str, float] = {}
+        self.schedule = OpenSchedule(PER_USER_RPS, time.time())
+
+    def wait_time(self) -> float:
+        return self.schedule.next_wait(time.time())
+
+    def context(self) -> dict:
+        """Each request's due time, for http_req_latency (none before the schedule starts: the login)."""
+        schedule = getattr(self, "schedule", None)
+        return {DUE_AT: schedule.current_due} if schedule is not None else {}
+
+    def on_stop(self) -> None:
+        schedule = getattr(self, "schedule", None)
+        if schedule is not None:
+            record_dropped(schedule.dropped(time.time()))
 
     def _due(self, what: str, interval_s: float) -> bool:
         """True at most once per interval; the first time falls at a random

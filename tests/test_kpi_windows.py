@@ -2,11 +2,19 @@
 (kpi/windows.py), over hand-made collectors and resource samples."""
 from __future__ import annotations
 
+import pytest
+
 from kpi.collector import Collector
 from kpi.evaluate import evaluate
 from kpi.sampler import ResourceSample
 from kpi.thresholds import parse
-from kpi.windows import RunFigures, capacity, judge_stress_step, judged_window, snapshot_between
+from kpi.windows import (
+    RunFigures,
+    capacity,
+    judge_stress_step,
+    judged_window,
+    snapshot_between,
+)
 
 THRESHOLDS = parse({"warmup_s": 5, "metrics": {
     "http_req_duration": ["p(95) < 100"], "http_reqs": ["rps > 500"], "sut_cpu_percent": ["avg < 50"],
@@ -41,11 +49,11 @@ def test_cleanup_after_the_load_is_not_judged() -> None:
     collector = loaded(range(1020, 1025), 900, collector=loaded(range(1000, 1020), 5))
     window = judged_window(1000, collector.first_second(1000), 1020, 0, now=2000)
     measured = evaluate(snapshot_between(RunFigures(collector), *window), THRESHOLDS)
-    assert next(v for v in measured if v.key == "http_req_duration").measured == 5
+    assert next(v for v in measured if v.key == "http_req_duration").measured == pytest.approx(5, rel=0.01)
 
 
 def test_resources_without_samples_fail_rather_than_pass() -> None:
-    verdicts = evaluate(snapshot_between(RunFigures(loaded(range(0, 10), 5)), 0, 10), THRESHOLDS)
+    verdicts = evaluate(snapshot_between(RunFigures(loaded(range(10), 5)), 0, 10), THRESHOLDS)
     assert next(v for v in verdicts if v.key == "sut_cpu_percent").note == "no samples"
 
 
@@ -72,3 +80,44 @@ def test_capacity_is_the_best_step_that_held_everything() -> None:
 def test_a_stopped_stress_run_is_judged_on_its_capacity_step() -> None:
     assert judged_window(1000, 1000, None, 5, now=1100, capacity_window=[1030, 1042]) == (1005, 1100)  # live
     assert judged_window(1000, 1000, 1100, 5, now=1200, capacity_window=[1030, 1042]) == (1030, 1042)
+
+
+def test_stack_cpu_in_both_readings_of_the_seed() -> None:
+    """sut_cpu_percent: % of the whole machine; sut_cpu_cores: docker stats'
+    reading, 1.0 = one core.  The same samples, 1.5 cores on 2 cores."""
+    figures = RunFigures(loaded(range(10), 5), cpu(range(10), 150.0), {}, cpus=2)
+    thresholds = parse({"metrics": {"sut_cpu_percent": ["avg < 80"], "sut_cpu_cores": ["avg < 0.5"]}})
+    results = evaluate(snapshot_between(figures, 0, 10), thresholds)
+    assert [(v.key, v.measured, v.passed) for v in results] == [("sut_cpu_percent", 75.0, True),
+                                                                ("sut_cpu_cores", 1.5, False)]
+
+
+def test_wasm_figures_keep_their_sources_apart() -> None:
+    """wasm_hot_us is the server's figure, wasm_invoke_ms the HTTP round trip."""
+    preflight = {"wasm_hot_us": [180.0, 200.0, 220.0], "wasm_invoke_ms": [0.5, 0.6, 0.7]}
+    figures = RunFigures(loaded(range(10), 5), (), preflight)
+    thresholds = parse({"metrics": {"wasm_hot_us": ["med < 1000"], "wasm_invoke_ms": ["med < 0.55"]}})
+    results = evaluate(snapshot_between(figures, 0, 10), thresholds)
+    assert [(v.measured, v.passed) for v in results] == [(200.0, True), (0.6, False)]
+
+
+def test_stack_cpu_per_request_against_the_floor() -> None:
+    """1.5 cores over 10 s is 15 CPU-seconds; over 5,000 requests, 3 ms each:
+    7.5x a floor of 0.4 ms."""
+    from kpi.windows import stack_cost
+
+    samples = cpu(range(10), 150.0)
+    assert stack_cost(samples, 5000, 10, {"cpu_ms_per_request": 0.4}) == {
+        "stack_cpu_ms_per_request": 3.0, "ratio_to_floor": 7.5}
+    assert stack_cost(samples, 5000, 10, {"error": "no floor"})["ratio_to_floor"] is None
+    assert stack_cost([], 5000, 10, None)["stack_cpu_ms_per_request"] is None
+
+
+def test_totals_come_from_the_same_buckets_as_the_kpis() -> None:
+    from kpi.windows import totals
+
+    collector = loaded(range(10), 5, per_second=18, collector=loaded(range(10), 50, per_second=1))
+    collector.request(3, "GET", "/x", 5, failed=True)
+    figures = totals(collector.snapshot(0, 10))
+    assert (figures["requests"], figures["failures"]) == (191, 1)
+    assert figures["median_ms"] == pytest.approx(5, rel=0.01) and figures["p95_ms"] == pytest.approx(50, rel=0.01)

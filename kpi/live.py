@@ -1,0 +1,42 @@
+"""This process's run: its state and the figures judged from it.
+
+The plugin, the load shapes and the web UI share this one RunState; the
+functions here only read it (the judging itself is kpi/windows.py and
+kpi/evaluate.py, pure)."""
+from __future__ import annotations
+
+import os
+import time
+
+from kpi import windows
+from kpi.evaluate import Snapshot, Verdict, evaluate
+from kpi.hooks import collector
+from kpi.state import RunState
+from kpi.thresholds import Thresholds
+from kpi.validity import ValidityCheck
+
+run = RunState()
+
+
+def figures() -> windows.RunFigures:
+    sampler = run.sampler
+    return windows.RunFigures(collector, sampler.samples if sampler is not None else (), run.preflight,
+                              os.cpu_count() or 1)
+
+
+def judged_window(thresholds: Thresholds) -> tuple[int, int]:
+    started = run.started_at or time.time()
+    return windows.judged_window(started, collector.first_second(int(started)), run.load_stopped_at,
+                                 thresholds.warmup_s, time.time(), run.capacity_window)
+
+
+def snapshot_now(thresholds: Thresholds) -> Snapshot:
+    return windows.snapshot_between(figures(), *judged_window(thresholds))
+
+
+def live_verdicts(thresholds: Thresholds) -> list[Verdict]:
+    return evaluate(snapshot_now(thresholds), thresholds) if run.started_at else []
+
+
+def validity_now(thresholds: Thresholds) -> list[ValidityCheck]:
+    return windows.validity_between(figures(), thresholds, *judged_window(thresholds)) if run.started_at else []

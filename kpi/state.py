@@ -1,0 +1,59 @@
+"""The run's state on the master (or the local runner): one typed object
+instead of a dict of loose keys."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from kpi.baseline import Delta, regressions
+from kpi.evaluate import Verdict
+from kpi.validity import ValidityCheck, breaches
+
+
+@dataclass
+class RunState:
+    started_at: float | None = None          # test_start (before the pre-flight)
+    load_stopped_at: float | None = None     # test_stop
+    preflight_running: bool = False
+    preflight: dict[str, Any] = field(default_factory=dict)
+    steps: list[dict[str, Any]] = field(default_factory=list)      # stress steps, judged
+    capacity_rps: float | None = None
+    capacity_window: list[int] | None = None
+    aborted: str | None = None
+    verdicts: list[Verdict] = field(default_factory=list)
+    validity: list[ValidityCheck] = field(default_factory=list)   # the judged window's budgets
+    judged_window: tuple[int, int] | None = None
+    resources: dict[str, dict[str, float]] = field(default_factory=dict)
+    cost: dict[str, float | None] = field(default_factory=dict)     # stack CPU per request vs the floor
+    latency: dict[str, dict[str, float | int | None]] = field(default_factory=dict)   # both timings, side by side
+    dropped_iterations: int = 0
+    totals: dict[str, float | None] = field(default_factory=dict)   # the whole run, from the same collector
+    baseline_source: str = ""                # --baseline
+    deltas: list[Delta] = field(default_factory=list)       # each KPI against the baseline
+    sampler: Any = None                      # kpi.sampler.*Sampler of the current run
+
+    def begin_run(self, now: float | None = None) -> None:
+        """A new run (headless, or START in the web UI): forget the last one's figures."""
+        self.started_at = time.time() if now is None else now
+        self.load_stopped_at = None
+        self.steps, self.capacity_rps, self.capacity_window, self.aborted = [], None, None, None
+        self.verdicts, self.validity, self.judged_window, self.resources, self.cost = [], [], None, {}, {}
+        self.latency, self.dropped_iterations, self.deltas, self.totals = {}, 0, [], {}
+
+    @property
+    def verdict(self) -> str:
+        """One word for the whole run: INCONCLUSIVE (a validity budget was
+        exceeded) whatever the KPIs say, else FAIL (a KPI missed, or worse
+        than the baseline beyond a regression: limit) or PASS."""
+        if breaches(self.validity):
+            return "INCONCLUSIVE"
+        return "PASS" if all(v.passed for v in self.verdicts) and not regressions(self.deltas) else "FAIL"
+
+    def reset_stats(self, now: float | None = None) -> None:
+        """Locust's "Reset stats": the KPIs are judged again from here (warm-up included)."""
+        if self.started_at is not None:
+            self.started_at = time.time() if now is None else now
+        self.steps, self.capacity_rps, self.capacity_window = [], None, None
+        if self.sampler is not None:
+            self.sampler.samples.clear()
