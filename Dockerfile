@@ -19,8 +19,8 @@ COPY stack ./stack
 COPY kpi ./kpi
 COPY locustfiles ./locustfiles
 COPY wasm ./wasm
-# The gateway and stack only (no [load] or [test] extras), at the tested versions.
-RUN pip install -c constraints.txt .
+# The gateway and stack, with the S3 backend (MinIO), at the tested versions; no [load] or [test] extras.
+RUN pip install -c constraints.txt ".[s3]"
 
 USER apprun
 # State (secrets, logs, the WASM cache) in the user's home, created here so a

@@ -27,17 +27,26 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kpi.floor import (  # noqa: E402
-    DEFAULT_CONNECTIONS, UNIQUE_MARKER, FloorFigures, Measurement, RequestSpec, cpu_difference, cpu_snapshot,
-    free_port, measure, measure_floor,
+    DEFAULT_CONNECTIONS,
+    UNIQUE_MARKER,
+    FloorFigures,
+    Measurement,
+    RequestSpec,
+    cpu_difference,
+    cpu_snapshot,
+    free_port,
+    measure,
+    measure_floor,
 )
 from stack import stack  # noqa: E402
 from stack.config import StackConfig  # noqa: E402
@@ -222,7 +231,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     floor = FloorFigures(round((floor_before.cpu_ms_per_request + floor_after.cpu_ms_per_request) / 2, 4),
                          round((floor_before.requests_per_s + floor_after.requests_per_s) / 2, 1))
     rows = [rescaled(r, floor) for r in rows]
-    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
+    return {"date": datetime.now(UTC).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
             "connections": args.connections, "seconds": args.seconds, "gateway_workers": args.gateway_workers,
             "floor": {"cpu_ms_per_request": floor.cpu_ms_per_request, "requests_per_s": floor.requests_per_s},
             "floor_before": {"cpu_ms_per_request": floor_before.cpu_ms_per_request,

@@ -152,7 +152,8 @@ def run(host: str, gateway_pid: int | None, floor_dir: Path | None, args: argpar
         for label, (rate, cpu_ms) in rows:
             print(f"{label:44} {rate:8.1f} {cpu_ms:18.1f}")
         small_up, small_down = rows[2][1][0], rows[3][1][0]
-        print(f"small objects/s: upload {small_up * MB / SMALL_BYTES:.0f}, download {small_down * MB / SMALL_BYTES:.0f}")
+        print(f"small objects/s: upload {small_up * MB / SMALL_BYTES:.0f}, "
+          f"download {small_down * MB / SMALL_BYTES:.0f}")
         if floor_dir is not None:
             write_floor, read_floor = disk_floor(floor_dir, large, args.large_count)
             print(f"floor on the same file system: write+fsync {write_floor:.1f} MB/s, read {read_floor:.1f} MB/s; "

@@ -25,8 +25,8 @@ import statistics
 import sys
 import time
 import uuid
-from datetime import datetime
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 
 import requests
@@ -153,7 +153,8 @@ def run(host: str, count: int, concurrency: int, trees: dict[str, ProcessTree], 
         if completed_runs else float("inf")
     latencies_ms = [seconds * 1000 for _, seconds in results]
     print(f"workflows: {count} started from {concurrency} threads against {host}")
-    print(f"starts/s:      {count / start_phase:7.1f}   (start latency median {statistics.median(latencies_ms):.1f} ms, "
+    print(f"starts/s:      {count / start_phase:7.1f}   "
+          f"(start latency median {statistics.median(latencies_ms):.1f} ms, "
           f"max {max(latencies_ms):.1f} ms)")
     print(f"completions/s: {completed / total:7.1f}   ({completed} completed, "
           f"{count - completed} failed or timed out, {total:.1f} s from first start to last completion)")

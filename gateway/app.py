@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from flask import Flask
 
@@ -10,10 +11,10 @@ from gateway import budgets, db, errors, health, jsonio, metrics, openapi, pgerr
 from gateway.auth import routes as auth_routes
 from gateway.data import routes as data_routes
 from gateway.functions import routes as function_routes
-from gateway.workflows import routes as workflow_routes
-from gateway.storage import routes as storage_routes
 from gateway.rbac import enforcer
 from gateway.settings import Settings
+from gateway.storage import routes as storage_routes
+from gateway.workflows import routes as workflow_routes
 
 # Each module's init_app(app) registers its part, in this order (error
 # handlers and hooks before the routes).  A new part is one more entry.

@@ -321,6 +321,9 @@ def route_family(path: str) -> str | None:
 def init_app(app: Flask) -> None:
     budgets = Budgets(app.config["APPRUN_SETTINGS"])
     app.extensions["apprun.budgets"] = budgets
+    # One plan lookup (and cache) for the whole gateway: the function
+    # runtime's own budgets ask this one instead of querying tenants.plan.
+    app.extensions["apprun.plan_of"] = lambda claims: budgets.plan_of(claims["tenant_id"])
     if not budgets.enabled:
         return
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from typing import Any, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import orjson
 import psycopg2
@@ -51,7 +52,7 @@ class ConnectionPool:
         self._size = size
         self._timeout_s = timeout_s
         self._statement_timeout_ms = statement_timeout_ms
-        self._idle: "queue.LifoQueue[psycopg2.extensions.connection]" = queue.LifoQueue()
+        self._idle: queue.LifoQueue[psycopg2.extensions.connection] = queue.LifoQueue()
         self._created = 0
         self._lock = threading.Lock()
 

@@ -23,8 +23,9 @@ import logging
 import math
 import re
 from collections import OrderedDict
+from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any, Sequence
+from typing import Any
 
 import psycopg2
 import psycopg2.extensions

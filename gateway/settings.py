@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 ENV_PREFIX = "APPRUN_"
 
@@ -169,16 +170,16 @@ class Settings:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         return cls.from_mapping(read_env(cls, environ))
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> "Settings":
+    def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
         settings = cls(**typed_fields(cls, values))
         settings.validate()
         return settings
 
-    def merged(self, overrides: Mapping[str, Any]) -> "Settings":
+    def merged(self, overrides: Mapping[str, Any]) -> Settings:
         current = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         current.update(overrides)
         return Settings.from_mapping(current)

@@ -127,7 +127,8 @@ def compare(verdicts: list[Verdict], baseline: dict[tuple[str, str], float | Non
         worse = change * direction if direction else None
         regressed = rule is not None and worse is not None and worse > rule.limit_percent
         deltas.append(Delta(verdict.key, verdict.expression, before, verdict.measured,
-                            round(change, MEASURED_DECIMALS), None if worse is None else round(worse, MEASURED_DECIMALS),
+                            round(change, MEASURED_DECIMALS),
+                            None if worse is None else round(worse, MEASURED_DECIMALS),
                             rule.limit_percent if rule else None, regressed))
     return deltas
 

@@ -22,8 +22,9 @@ import sys
 import time
 import types
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 DEFAULT_CONNECTIONS = 8  # the wrk runs used 8 connections
 WARMUP_S = 0.5
@@ -184,7 +185,12 @@ def _drive(job: dict[str, Any]) -> None:
 def _hello_app_factory() -> Any:
     from flask import Flask
 
+    from gateway.settings import Settings
+
     app = Flask("floor")
+    # The gateway's HTTP handler reads its limits and timeouts from here:
+    # the floor is served with the same ones.
+    app.config["APPRUN_SETTINGS"] = Settings.from_env()
 
     @app.get("/")
     def hello() -> str:

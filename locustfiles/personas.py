@@ -20,6 +20,7 @@ from kpi.hooks import after_load, record_dropped, record_violation
 from kpi.pacing import DUE_AT, PER_USER_RPS, OpenSchedule
 from kpi.seed import seed_password
 from kpi.target import loopback_error
+from locustfiles import storage_tasks
 
 TENANT_1 = "11111111-1111-1111-1111-111111111111"
 TENANT_2 = "22222222-2222-2222-2222-222222222222"
@@ -120,7 +121,8 @@ class TenantUser(FastHttpUser):
     @task(10)
     def list_products(self) -> None:
         offset = random.randint(0, 20)
-        url = f"/data/products?select=id,tenant_id,name,price&price=gte.0&order=created_at.desc&limit=10&offset={offset}"
+        url = ("/data/products?select=id,tenant_id,name,price&price=gte.0&order=created_at.desc"
+               f"&limit=10&offset={offset}")
         with self.client.get(url, headers=self.headers, name="/data/products [list]", catch_response=True) as r:
             self._check_rows(r, "list")
 
@@ -149,6 +151,7 @@ class TenantUser(FastHttpUser):
 
 class AdminUser(TenantUser):
     abstract = True
+    tasks = storage_tasks.ADMIN_TASKS   # merged with the @task methods below
 
     def on_start(self) -> None:
         super().on_start()
@@ -250,6 +253,7 @@ class Bob(TenantUser):
     """Tenant 1 user: reads and invokes; every write attempt must be refused."""
     weight = 3
     email, tenant_id, other_tenant = "bob@test.com", TENANT_1, TENANT_2
+    tasks = storage_tasks.USER_TASKS     # merged with the @task methods below
 
     @task(2)
     def forbidden_write(self) -> None:

@@ -36,7 +36,7 @@ from typing import Any
 
 from locust import events
 
-from kpi.plugin import after_load, record_violation
+from kpi.hooks import after_load, record_violation
 
 BUCKET = "loadtest"
 MIN_OBJECT_BYTES = 1024
@@ -166,7 +166,7 @@ def _admin_headers(environment) -> list[tuple[str, dict[str, str]]]:
 
     if isinstance(environment.runner, WorkerRunner) or loopback_error(environment.host or ""):
         return []
-    tenants = dict(zip(ADMIN_EMAILS, (TENANT_1, TENANT_2)))
+    tenants = dict(zip(ADMIN_EMAILS, (TENANT_1, TENANT_2), strict=True))
     return [(tenants[email], {"Authorization": f"Bearer {login_token(environment.host, email)}"})
             for email in ADMIN_EMAILS]
 

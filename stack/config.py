@@ -2,9 +2,10 @@
 read by the gateway's one loader (``gateway.settings.read_env``)."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from gateway.settings import read_env, typed_fields
 
@@ -28,14 +29,14 @@ class StackConfig:
 
     @classmethod
     def from_env(cls, overrides: Mapping[str, Any] | None = None,
-                 environ: Mapping[str, str] | None = None) -> "StackConfig":
+                 environ: Mapping[str, str] | None = None) -> StackConfig:
         """``APPRUN_*`` variables from ``environ`` (default: the process's),
         then ``overrides`` (field names, Python or string values)."""
         values: dict[str, Any] = read_env(cls, environ)
         values.update(overrides or {})
         return cls(**typed_fields(cls, values)).resolved()
 
-    def resolved(self) -> "StackConfig":
+    def resolved(self) -> StackConfig:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values["state_dir"] = Path(self.state_dir).expanduser().resolve()
         return StackConfig(**values)

@@ -10,9 +10,9 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Mapping
 
 import psutil
 
@@ -31,7 +31,7 @@ class ServiceProcess:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: Mapping) -> "ServiceProcess":
+    def from_json(cls, data: Mapping) -> ServiceProcess:
         return cls(**data)
 
     def process(self) -> psutil.Process | None:

@@ -19,9 +19,10 @@ import secrets
 import stat
 import sys
 import urllib.request
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from stack import database, postgres, temporal
 from stack.config import StackConfig
@@ -52,7 +53,7 @@ class StackState:
         }
 
     @classmethod
-    def load(cls, path: Path) -> "StackState":
+    def load(cls, path: Path) -> StackState:
         if not path.exists():
             return cls()
         data = json.loads(path.read_text())

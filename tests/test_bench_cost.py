@@ -23,7 +23,8 @@ def test_floor_serves_hello_and_reports_cpu_and_rate() -> None:
 
 def test_tree_cpu_counts_descendants() -> None:
     # The parent only waits; the CPU its child burns counts in the tree.
-    burn = "import time\nend = time.process_time() + 0.5\nwhile time.process_time() < end: pass\nimport time; time.sleep(30)\n"
+    burn = ("import time\nend = time.process_time() + 0.5\nwhile time.process_time() < end: pass\n"
+            "import time; time.sleep(30)\n")
     parent = subprocess.Popen([sys.executable, "-c",
                                f"import subprocess, sys; subprocess.run([sys.executable, '-c', {burn!r}])"])
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
@@ -22,7 +22,7 @@ class Point:
 
 VALUES = [
     {"b": 1, "a": [1.5, None, True, "é€"]},
-    {"when": datetime(2026, 11, 23, 12, 30, tzinfo=timezone.utc), "day": date(2026, 1, 2)},
+    {"when": datetime(2026, 11, 23, 12, 30, tzinfo=UTC), "day": date(2026, 1, 2)},
     {"id": uuid.UUID(int=7), "price": Decimal("12.50"), "point": Point(1, "y")},
     {"huge": 2 ** 70, 1: "int key"},
     [],

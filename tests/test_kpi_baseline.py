@@ -23,7 +23,8 @@ def test_changes_and_regressions_follow_each_kpis_direction() -> None:
     rules = thresholds({"http_req_duration p(95)": "20%", "http_reqs rps": 10}).regression
     before = {("http_req_duration", "p(95) < 200"): 50.0, ("http_req_duration", "avg < 100"): 20.0,
               ("http_reqs", "rps > 500"): 600.0, ("lost_writes", "count == 0"): 0.0}
-    now = [Verdict("http_req_duration", "p(95) < 200", 65.0, True), Verdict("http_req_duration", "avg < 100", 40.0, True),
+    now = [Verdict("http_req_duration", "p(95) < 200", 65.0, True),
+           Verdict("http_req_duration", "avg < 100", 40.0, True),
            Verdict("http_reqs", "rps > 500", 520.0, True), Verdict("lost_writes", "count == 0", 0.0, True)]
     deltas = {(d.metric, d.threshold): d for d in compare(now, before, rules)}
     p95, avg = deltas[("http_req_duration", "p(95) < 200")], deltas[("http_req_duration", "avg < 100")]

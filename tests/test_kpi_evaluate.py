@@ -59,7 +59,8 @@ def test_warmup_is_excluded() -> None:
     judged = evaluate(collector.snapshot(105, 110), parse({"metrics": {"http_req_duration": ["max < 10"]}}))
     assert judged[0].passed and judged[0].measured == pytest.approx(5, rel=0.01)
     seven = str(bucket(7))
-    collector.merge({"buckets": {"106": {"GET /x": [{seven: 3}, 1, {seven: 3}]}}, "counters": {"101": {"lost_writes": 2}}})
+    collector.merge({"buckets": {"106": {"GET /x": [{seven: 3}, 1, {seven: 3}]}},
+                     "counters": {"101": {"lost_writes": 2}}})
     merged = collector.snapshot(105, 110)
     assert merged.requests[("GET", "/x")].failures == 1 and merged.counters["lost_writes"] == 2
 

@@ -51,7 +51,7 @@ def test_a_stall_shows_in_the_latency_and_not_in_the_service_time() -> None:
     collector = Collector()
     schedule = OpenSchedule(rate=10, t0=0.0)
     now = 0.0
-    for k in range(200):            # 20 s at 10/s; the server stalls 3 s at t = 10
+    for _ in range(200):            # 20 s at 10/s; the server stalls 3 s at t = 10
         start = max(now, schedule.current_due)
         service_ms = 3000.0 if 10.0 <= start < 10.1 else 5.0
         end = start + service_ms / 1000

@@ -215,7 +215,8 @@ def test_web_ui_has_a_live_kpi_tab(tmp_path: Path, gateway_url: str) -> None:
     thresholds = write_thresholds(tmp_path / "thresholds.yaml", LENIENT_SHIPPED_KPIS)
     web_port = free_port()
     argv = [sys.executable, "-m", "locust", "--host", gateway_url, "--web-host", "127.0.0.1", "--web-port",
-            str(web_port), "--thresholds", str(thresholds), "--autostart", "--autoquit", "2", "--run-time", "12s", "--skip-preflight",
+            str(web_port), "--thresholds", str(thresholds), "--autostart", "--autoquit", "2", "--run-time", "12s",
+            "--skip-preflight",
             "--load-profile", "plain", "--users", "4", "--spawn-rate", "4", "--report-dir", str(tmp_path / "reports")]
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, env={**os.environ, "APPRUN_SEED_PASSWORD": SEED_PASSWORD})

@@ -179,7 +179,8 @@ def test_full_text_search(postgrest_for, prefix) -> None:
         return sorted(row["name"].removeprefix(prefix + " ")
                       for row in builder.like("name", f"{prefix}*").execute().data)
 
-    select = lambda: products.select("name")  # a fresh builder per query
+    def select():  # a fresh builder per query
+        return products.select("name")
     assert matching(select().fts("name", "brown & fox")) == ["quick brown fox"]
     assert matching(select().plfts("name", "brown dog")) == ["lazy brown dog"]
     assert matching(select().phfts("name", "brown fox")) == ["quick brown fox"]

@@ -323,7 +323,8 @@ def test_errors_have_both_shapes(gateway_url, tokens) -> None:
                            headers={"Authorization": f"Bearer {tokens['alice']}"}, timeout=10)
     assert unknown.status_code == 404 and unknown.json()["error"] == "route_not_found"
     malformed = requests.post(f"{gateway_url}/storage/v1/bucket", data="{", timeout=10,
-                              headers={"Authorization": f"Bearer {tokens['alice']}", "Content-Type": "application/json"})
+                              headers={"Authorization": f"Bearer {tokens['alice']}",
+                                       "Content-Type": "application/json"})
     assert malformed.status_code == 400 and malformed.json()["statusCode"] == "400"
 
 

@@ -119,7 +119,8 @@ def test_multipart_garbage_around_the_file_is_413_not_stored(app_config, tokens,
     part = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f.bin\"\r\n"
             f"Content-Type: application/octet-stream\r\n\r\nabc\r\n--{boundary}--\r\n").encode()
     junk = b"j" * (2 * 1024 * 1024)
-    headers = {"Authorization": f"Bearer {tokens['alice']}", "Content-Type": f"multipart/form-data; boundary={boundary}"}
+    headers = {"Authorization": f"Bearer {tokens['alice']}",
+               "Content-Type": f"multipart/form-data; boundary={boundary}"}
     try:
         with app.test_client() as client:
             for name, body in (("epilogue.bin", part + junk), ("preamble.bin", junk + b"\r\n" + part)):

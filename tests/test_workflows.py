@@ -108,8 +108,9 @@ def test_ids_are_tenant_scoped_and_roles_apply(gateway_url, alice) -> None:
     started = start(gateway_url, alice)
     charlie = login(gateway_url, "charlie@test.com")
     bob = login(gateway_url, "bob@test.com")
-    assert requests.get(f"{gateway_url}/api/v1/workflows/{started['workflow_id']}", headers=auth(charlie)).status_code == 404
-    assert requests.get(f"{gateway_url}/api/v1/workflows/{started['workflow_id']}", headers=auth(bob)).status_code == 200
+    url = f"{gateway_url}/api/v1/workflows/{started['workflow_id']}"
+    assert requests.get(url, headers=auth(charlie)).status_code == 404
+    assert requests.get(url, headers=auth(bob)).status_code == 200
     listed = requests.get(f"{gateway_url}/api/v1/workflows?limit=100", headers=auth(charlie)).json()
     assert started["workflow_id"] not in {w["workflow_id"] for w in listed}
     forbidden = requests.post(f"{gateway_url}/api/v1/workflows/execute", headers=auth(bob),

@@ -157,7 +157,8 @@ def _load_or_create_private_key(path: str, algorithm: str) -> Any:
         if not isinstance(key, expected):
             raise ValueError(f"{path} does not hold a key for {algorithm}")
         return key
-    key = rsa.generate_private_key(65537, RSA_KEY_BITS) if algorithm == "RS256" else ed25519.Ed25519PrivateKey.generate()
+    key = (rsa.generate_private_key(65537, RSA_KEY_BITS) if algorithm == "RS256"
+           else ed25519.Ed25519PrivateKey.generate())
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     key_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_KEY_MODE)

@@ -81,7 +81,8 @@ def _range() -> tuple[int | None, int | None]:
         return None, None
     match = RANGE_RE.match(header)
     if not match:
-        raise ApiError(416, "PGRST103", "Requested range not satisfiable", details=f"cannot parse Range {header[:64]!r}")
+        raise ApiError(416, "PGRST103", "Requested range not satisfiable",
+                       details=f"cannot parse Range {header[:64]!r}")
     start = int(match.group(1))
     if not match.group(2):
         return start, None

@@ -91,7 +91,7 @@ def call_numeric(sandbox: Sandbox, request: dict[str, Any]) -> dict[str, Any]:
     if not spec.numeric:
         odd = next(k for k in spec.params + spec.results if k not in NUMERIC_KINDS)
         raise FunctionError(400, "bad_arguments", f"'{name}' uses a {odd} value, not callable from JSON")
-    results = sandbox.call(spec, [_argument(name, kind, value) for kind, value in zip(spec.params, args)])
+    results = sandbox.call(spec, [_argument(name, kind, value) for kind, value in zip(spec.params, args, strict=False)])
     for value in results:
         if isinstance(value, float) and not math.isfinite(value):
             raise bad_output(f"'{name}' returned {value}, which JSON cannot represent")

@@ -139,7 +139,7 @@ class Sandbox:
         (ints for i32/i64 in range, floats for f32/f64)."""
         func = self._extern(spec).of.func
         params = (ffi.wasmtime_val_t * len(args))()
-        for slot, kind, value in zip(params, spec.params, args):
+        for slot, kind, value in zip(params, spec.params, args, strict=False):
             slot.kind = _KIND_CODES[kind]
             setattr(slot.of, kind, value)
         results = (ffi.wasmtime_val_t * len(spec.results))()
@@ -147,7 +147,7 @@ class Sandbox:
         error = ffi.wasmtime_func_call(self._context, ctypes.byref(func), params, len(args), results,
                                        len(spec.results), ctypes.byref(trap))
         _check(error, trap)
-        return [getattr(slot.of, kind) for slot, kind in zip(results, spec.results)]
+        return [getattr(slot.of, kind) for slot, kind in zip(results, spec.results, strict=True)]
 
     def memory_size(self, spec: ExportSpec) -> int:
         return ffi.wasmtime_memory_data_size(self._context, ctypes.byref(self._extern(spec).of.memory))

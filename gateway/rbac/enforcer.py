@@ -21,9 +21,10 @@ from __future__ import annotations
 import functools
 import logging
 import re
+from collections.abc import Callable, Iterable
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, TypeVar
 
 import casbin
 from casbin.util import key_match

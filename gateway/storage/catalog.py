@@ -180,7 +180,8 @@ def insert_object(cur: ClaimsCursor, values: dict[str, Any], upsert: bool) -> tu
 
 
 def usage(cur: ClaimsCursor) -> tuple[int, int, str]:
-    cur.execute("SELECT coalesce((SELECT bytes FROM storage_usage), 0), coalesce((SELECT objects FROM storage_usage), 0),"
+    cur.execute("SELECT coalesce((SELECT bytes FROM storage_usage), 0), "
+                "coalesce((SELECT objects FROM storage_usage), 0),"
                 " coalesce((SELECT plan FROM tenants), 'free')")
     used_bytes, used_objects, plan = cur.fetchone()
     return int(used_bytes), int(used_objects), plan

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import selectors
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from temporalio.client import Client
 
@@ -59,7 +60,7 @@ class TemporalBridge:
         async def job() -> Any:
             try:
                 client = await self.client()
-            except (OSError, RuntimeError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, RuntimeError) as exc:
                 raise TemporalUnavailable(str(exc) or type(exc).__name__) from None
             return await make(client)
 
@@ -87,7 +88,8 @@ class TemporalBridge:
             return outcome.get(timeout=timeout_s)
         except gevent.Timeout:
             future.cancel()
-            raise ApiError(504, "temporal_timeout", f"the workflow service did not answer within {timeout_s} s")
+            raise ApiError(504, "temporal_timeout",
+                           f"the workflow service did not answer within {timeout_s} s") from None
         finally:
             watcher.close()
 
@@ -100,4 +102,4 @@ def _result(future: concurrent.futures.Future, timeout_s: float) -> Any:
         return future.result(timeout_s)
     except concurrent.futures.TimeoutError:
         future.cancel()
-        raise ApiError(504, "temporal_timeout", f"the workflow service did not answer within {timeout_s} s")
+        raise ApiError(504, "temporal_timeout", f"the workflow service did not answer within {timeout_s} s") from None

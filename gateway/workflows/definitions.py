@@ -8,8 +8,14 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from gateway.workflows.shared import (EmailInput, OutcomeInput, ProjectInput, RegistrationInput,
-                                          RegistrationResult, activity_task_queue)
+    from gateway.workflows.shared import (
+        EmailInput,
+        OutcomeInput,
+        ProjectInput,
+        RegistrationInput,
+        RegistrationResult,
+        activity_task_queue,
+    )
 
 #: Retries are automatic: up to five attempts, 200 ms growing to 2 s apart.
 ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), backoff_coefficient=2.0,

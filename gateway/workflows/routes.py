@@ -14,16 +14,14 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from temporalio.client import Client
 
 from gateway.auth.identity import current_claims
-from gateway.bodies import json_body
-from gateway.bodies import string_field
+from gateway.auth.routes import EMAIL_RE
+from gateway.bodies import json_body, string_field
 from gateway.budgets import enforce_rate
 from gateway.db import tenant_transaction
 from gateway.errors import ApiError
 from gateway.rbac.enforcer import authorize
-from gateway.auth.routes import EMAIL_RE
 from gateway.workflows.bridge import TemporalBridge
-from gateway.workflows.shared import (MAX_INJECTED_FAILURES, MAX_PROJECT_DELAY_MS, WORKFLOW_TYPES,
-                                      RegistrationInput)
+from gateway.workflows.shared import MAX_INJECTED_FAILURES, MAX_PROJECT_DELAY_MS, WORKFLOW_TYPES, RegistrationInput
 
 bp = Blueprint("workflows", __name__)
 
