@@ -67,6 +67,12 @@ def _describe(key: str) -> str:
     return f"the {key.removeprefix('HTTP_').replace('_', '-').title()} header"
 
 
+# Object uploads stream to the backend (their size limit is enforced while
+# reading, and the connection's cap is gateway.http_handler.body_limit):
+# a chunked upload is never buffered in memory here.
+STREAMED_PREFIX = "/storage/v1/"
+
+
 def buffer_chunked_body(environ: dict[str, Any], limit: int) -> None:
     """Read a chunked body now, refusing it (413) above ``limit``; the app
     then sees an ordinary body with a Content-Length."""
@@ -105,7 +111,8 @@ def check_request() -> None:
         for key, value in request.args.items(multi=True):
             if value.isdigit() and not value.isascii():
                 raise invalid_input(f"'{key}' must be written in ASCII digits", details=f"got {value!r}")
-    if "CONTENT_LENGTH" not in environ and environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
+    if ("CONTENT_LENGTH" not in environ and environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked"
+            and not request.path.startswith(STREAMED_PREFIX)):
         buffer_chunked_body(environ, current_app.config["APPRUN_SETTINGS"].max_body_bytes)
 
 

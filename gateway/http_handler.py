@@ -39,6 +39,22 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from gateway.errors import ApiError
 from gateway.settings import Settings
+from gateway.storage.uploads import MULTIPART_SLACK_BYTES
+
+# Route families whose bodies are not JSON and have a limit of their own:
+# the connection-level cap is that limit there (the route then applies the
+# exact one, e.g. a bucket's file_size_limit), max_body_bytes elsewhere.
+STORAGE_PREFIX = "/storage/v1/"
+FUNCTIONS_PREFIX = "/functions/"
+
+
+def body_limit(settings: Settings, path: str) -> int:
+    """The most bytes any route under ``path`` accepts in one request body."""
+    if path.startswith(STORAGE_PREFIX):
+        return max(settings.max_body_bytes, settings.storage_max_object_bytes + MULTIPART_SLACK_BYTES)
+    if path.startswith(FUNCTIONS_PREFIX):
+        return max(settings.max_body_bytes, settings.function_max_module_bytes)
+    return settings.max_body_bytes
 
 log = logging.getLogger("gateway.http")
 
@@ -176,6 +192,7 @@ class StrictWSGIHandler(WSGIHandler):
     idle_timeout_s: float = Settings.http_idle_timeout_s
     max_header_bytes: int = Settings.http_max_header_bytes
     max_body_bytes: int = Settings.max_body_bytes
+    settings: Settings = Settings()
     _request_started = 0.0
     _in_response = False
 
@@ -218,7 +235,8 @@ class StrictWSGIHandler(WSGIHandler):
         environ = super().get_environ()
         if environ.get("wsgi.input") is self.wsgi_input:
             self.wsgi_input = BoundedInput(self.rfile, self.content_length, self.wsgi_input.socket,
-                                           self.wsgi_input.chunked_input, self.max_body_bytes)
+                                           self.wsgi_input.chunked_input,
+                                           body_limit(self.settings, environ.get("PATH_INFO", "")))
             environ["wsgi.input"] = self.wsgi_input
         return environ
 
@@ -283,4 +301,5 @@ def handler_class(settings: Settings, base: type[StrictWSGIHandler] = StrictWSGI
         "idle_timeout_s": settings.http_idle_timeout_s,
         "max_header_bytes": settings.http_max_header_bytes,
         "max_body_bytes": settings.max_body_bytes,
+        "settings": settings,
     })

@@ -10,6 +10,7 @@ the environment.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -264,7 +265,9 @@ def convert(name: str, kind: str, value: Any) -> Any:
         if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
         if kind == "str":
-            return str(value)
+            # A test's mapping for a JSON-valued setting (budget_plans) is
+            # kept as the JSON text the environment would carry.
+            return json.dumps(value) if isinstance(value, (Mapping, list)) else str(value)
         return value
     except (TypeError, ValueError) as exc:
         raise SettingsError(f"{ENV_PREFIX}{name.upper()}: cannot read {value!r} as {kind}") from exc

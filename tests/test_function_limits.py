@@ -50,10 +50,20 @@ def invoke(client, token: str, name: str, body):
     return client.post(f"/functions/{name}/invoke", json=body, headers=auth(token))
 
 
-def assert_error(response, status: int, code: str) -> dict:
+# NUL bytes and non-ASCII digits are refused at the edge (gateway/edge.py)
+# for every route, before the route's own check; either refusal is right.
+EDGE_REFUSAL = "invalid_input"
+
+
+def edge_refused(text: str) -> bool:
+    return "%00" in text or "%C2%B2" in text or "%D9%A3" in text
+
+
+def assert_error(response, status: int, code: str | set[str]) -> dict:
     assert response.status_code == status, (response.status_code, response.get_data(as_text=True))
     body = response.get_json()
-    assert set(body) == {"code", "message", "details", "hint"} and body["code"] == code, body
+    codes = {code} if isinstance(code, str) else code
+    assert set(body) == {"code", "message", "details", "hint"} and body["code"] in codes, body
     return body
 
 
@@ -156,7 +166,7 @@ def test_request_bodies_must_be_strict_json(client, tokens, raw) -> None:
 ])
 def test_malformed_names_are_400(client, tokens, method, path) -> None:
     response = getattr(client, method)(path, data=b"(module)", content_type=WAT, headers=auth(tokens["alice"]))
-    assert_error(response, 400, "invalid_function_name")
+    assert_error(response, 400, EDGE_REFUSAL if edge_refused(path) else "invalid_function_name")
 
 
 @pytest.mark.parametrize("query", ["?fuel=%C2%B2", "?memory_bytes=%D9%A3", "?timeout_ms=" + "9" * 5000,
@@ -164,7 +174,7 @@ def test_malformed_names_are_400(client, tokens, method, path) -> None:
 def test_malformed_limits_are_400(client, tokens, query) -> None:
     response = client.put(f"/functions/limits{query}", data=example_wasm("add"), content_type="application/wasm",
                           headers=auth(tokens["alice"]))
-    assert_error(response, 400, "invalid_limits")
+    assert_error(response, 400, EDGE_REFUSAL if edge_refused(query) else "invalid_limits")
 
 
 def test_nul_in_export_name_is_400(client, tokens) -> None:

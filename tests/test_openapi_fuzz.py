@@ -10,6 +10,7 @@ document (status code, content type, headers, body schema).
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -137,7 +138,10 @@ def api_schema(gateway_url, fuzz_admin, openapi_document):
         "request-timeout": 15,
         "base-url": gateway_url,
     })
-    return schemathesis.openapi.from_dict(openapi_document, config=config)
+    # /storage/v1 is documented but not fuzzed here: its bodies are bytes and
+    # multipart forms that the document describes only loosely; storage3
+    # drives every storage route in tests/test_storage_*.py instead.
+    return schemathesis.openapi.from_dict(openapi_document, config=config).exclude(path_regex=r"^/storage/")
 
 
 # --- the document ------------------------------------------------------------------
@@ -169,7 +173,7 @@ def test_the_flask_routes_and_the_document_agree(app, openapi_document):
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static":
             continue
-        path = rule.rule.replace("<", "{").replace(">", "}")
+        path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)   # converters are not in the document
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             if path == "/data/{table}":
                 served.update((f"/data/{t}", method) for t in DEFAULT_DATA_TABLES)

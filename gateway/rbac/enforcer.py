@@ -103,6 +103,17 @@ def _flask_segment_is_variable(segment: str) -> bool | None:
     return None if "<" in segment else False
 
 
+def _cannot_overlap(pattern: str, rule_prefix: str) -> bool:
+    """True when no path matching ``pattern`` can start with ``rule_prefix``
+    (the rule's literal part before its first variable): their literal
+    prefixes disagree.  The pattern's literal prefix ends one character
+    before its first special character, since a quantifier may make the
+    character before it optional."""
+    cut = next((i for i, ch in enumerate(pattern) if ch in _REGEX_SPECIALS or ch == ":"), None)
+    literal = pattern if cut is None else pattern[:max(cut - 1, 0)]
+    return not (rule_prefix.startswith(literal) or literal.startswith(rule_prefix))
+
+
 def rule_is_generic(rule: str, policy_objects: Iterable[str]) -> bool:
     """Whether every path of the Flask ``rule`` gets the same keyMatch2
     result from each policy object pattern: for each pattern the rule's
@@ -115,7 +126,10 @@ def rule_is_generic(rule: str, policy_objects: Iterable[str]) -> bool:
         return False
     if not any(kinds):
         return True  # one path only: nothing to split
+    rule_prefix = rule.split("<", 1)[0]
     for pattern in policy_objects:
+        if _cannot_overlap(pattern, rule_prefix):
+            continue  # e.g. a /storage/v1/* line says nothing about /functions/<name>
         if set(pattern) & _REGEX_SPECIALS:
             return False  # "*", alternatives, wildcards: not analysed
         pattern_segments = _segments(pattern)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from flask import Flask, Response, request
 
+from gateway import openapi
 from gateway.settings import Settings
 from gateway.storage import bucket_routes, object_routes, signed_routes  # noqa: F401  (register their routes)
 from gateway.storage.backends import open_backend
 from gateway.storage.errors import StorageError
+from gateway.storage.openapi_paths import storage_paths
 from gateway.storage.service import ObjectPathConverter, StorageService, bp
 from gateway.storage.signing import UrlSigner, derive_key
 from gateway.storage.sweeper import start_periodic_sweep
@@ -31,5 +33,6 @@ def init_app(app: Flask) -> None:
                              UrlSigner(derive_key(settings), settings.storage_signed_url_max_expiry_s))
     app.extensions["apprun.storage"] = service
     app.register_blueprint(bp)
+    openapi.register_fragment(app, lambda: storage_paths(app))
     if settings.storage_sweep_interval_s > 0:
         start_periodic_sweep(app, settings.storage_sweep_interval_s, settings.storage_orphan_grace_s)
