@@ -15,6 +15,8 @@ from stack import stack
 from stack.config import StackConfig
 
 SEED_PASSWORD = "apprun-test-password"
+SHARED_GATEWAY_ADDRESS_FREE_FAILURES = 1_000_000
+SHARED_GATEWAY_BUDGETS = {plan: {"auth_rps": None, "auth_burst": None} for plan in ("free", "pro")}
 TENANT_1 = "11111111-1111-1111-1111-111111111111"
 TENANT_2 = "22222222-2222-2222-2222-222222222222"
 
@@ -41,7 +43,20 @@ def stack_config(state_dir: Path, **overrides: Any) -> StackConfig:
 @pytest.fixture(scope="session")
 def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[StackConfig, stack.StackState]]:
     config = stack_config(tmp_path_factory.mktemp("stack") / "state")
-    state = stack.up(config, log=lambda message: None)
+    # Many tests send wrong passwords to this shared gateway from 127.0.0.1
+    # on purpose; its per-address login throttle would then refuse the load
+    # tests' honest logins from the same address.  The throttle is tested on
+    # gateways of its own (tests/test_login_throttle.py), so this one counts
+    # failures per account only.  The variable reaches only the processes
+    # stack.up starts.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("APPRUN_LOGIN_ADDRESS_FREE_FAILURES", str(SHARED_GATEWAY_ADDRESS_FREE_FAILURES))
+        # The load tests' remote pre-flight measures the gateway's auth
+        # capacity over 16 connections (thousands of /auth/me a second as
+        # alice), which the free plan's auth budget would cap at 200/s.
+        # Budgets are tested on apps of their own (tests/test_budgets.py).
+        patch.setenv("APPRUN_BUDGET_PLANS", json.dumps(SHARED_GATEWAY_BUDGETS))
+        state = stack.up(config, log=lambda message: None)
     try:
         yield config, state
     finally:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,53 +53,10 @@ class KnownFailure:
     matches: Callable[[Case, requests.Response], bool]
 
 
-def _has_nul_byte(case: Case, response: requests.Response) -> bool:
-    request = response.request
-    body = request.body or b""
-    body = body.encode() if isinstance(body, str) else body
-    return (b"\x00" in body or b"\\u0000" in body or "%00" in (request.url or "")
-            or any("\x00" in str(value) for value in request.headers.values()))
-
-
-def _strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _strings(key)
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
-
-
-def _has_lone_surrogate(case: Case, response: requests.Response) -> bool:
-    """A JSON string escape such as "\\udb38" with no pair: valid JSON, not
-    encodable as UTF-8."""
-    body = case.body if isinstance(case.body, (dict, list, str)) else None
-    for text in _strings(body):
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            return True
-    return False
-
-
-def _non_string_workflow_name(case: Case, response: requests.Response) -> bool:
-    return (case.operation.label == "POST /api/v1/workflows/execute" and isinstance(case.body, dict)
-            and not isinstance(case.body.get("workflow"), str))
-
-
-KNOWN_FAILURES = (
-    KnownFailure("issue 11 item 2: NUL bytes in any part of a request must get a 400 at the edge (500 today)",
-                 lambda case, response: response.status_code >= 500 and _has_nul_byte(case, response)),
-    KnownFailure("fuzz finding: a JSON body string with an unpaired surrogate escape (\"\\udb38\") answers 500 "
-                 "(UnicodeEncodeError when sent to PostgreSQL); must be 400 at the edge like NUL bytes",
-                 lambda case, response: response.status_code >= 500 and _has_lone_surrogate(case, response)),
-    KnownFailure("fuzz finding: POST /api/v1/workflows/execute with a 'workflow' that is not a string "
-                 "(object or array) answers 500 (unhashable type in WORKFLOW_TYPES lookup); must be 400",
-                 lambda case, response: response.status_code >= 500 and _non_string_workflow_name(case, response)),
-)
+# Every class of 5xx the fuzzer found (NUL bytes, unpaired surrogates, a
+# non-string workflow name) is fixed; a new finding fails the test.  An
+# entry here would turn one class into an xfail while its fix is under way.
+KNOWN_FAILURES: tuple[KnownFailure, ...] = ()
 
 
 @pytest.fixture(scope="session")
@@ -138,10 +95,7 @@ def api_schema(gateway_url, fuzz_admin, openapi_document):
         "request-timeout": 15,
         "base-url": gateway_url,
     })
-    # /storage/v1 is documented but not fuzzed here: its bodies are bytes and
-    # multipart forms that the document describes only loosely; storage3
-    # drives every storage route in tests/test_storage_*.py instead.
-    return schemathesis.openapi.from_dict(openapi_document, config=config).exclude(path_regex=r"^/storage/")
+    return schemathesis.openapi.from_dict(openapi_document, config=config)
 
 
 # --- the document ------------------------------------------------------------------

@@ -120,6 +120,8 @@ def test_ids_are_tenant_scoped_and_roles_apply(gateway_url, alice) -> None:
 
 @pytest.mark.parametrize("body", [
     {"workflow": "nope", "input": {"email": "a@b.co"}},
+    {"workflow": {}, "input": {"email": "a@b.co"}},        # a fuzz finding: was a 500 (unhashable name)
+    {"workflow": ["user_registration"], "input": {"email": "a@b.co"}},
     {"workflow": "user_registration"},
     {"workflow": "user_registration", "input": {"email": "not-an-email"}},
     {"workflow": "user_registration", "input": {"email": "a@b.co", "fail_email_attempts": -1}},

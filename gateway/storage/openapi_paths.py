@@ -18,7 +18,8 @@ STORAGE_PREFIX = "/storage/v1"
 _VARIABLE = re.compile(r"<(?:[^:>]+:)?([^>]+)>")
 _ERROR_STATUSES = ("400", "401", "403", "404", "413", "415", "416", "429")
 _BYTES = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
-_JSON = {"application/json": {"schema": {"type": "object"}}}
+# Supabase's JSON answers are objects or arrays (a bucket list, a listing).
+_JSON = {"application/json": {"schema": {}}}
 
 
 def openapi_path(rule: str) -> str:

@@ -57,7 +57,7 @@ def execute() -> Response:
     claims = current_claims()
     body = json_body()
     name = body.get("workflow")
-    if name not in WORKFLOW_TYPES:
+    if not isinstance(name, str) or name not in WORKFLOW_TYPES:
         raise ApiError(400, "unknown_workflow", f"unknown workflow {name!r}", hint=f"known: {sorted(WORKFLOW_TYPES)}")
     data = body.get("input")
     if not isinstance(data, dict):
