@@ -101,7 +101,9 @@ def parse_json(raw: bytes, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> Any:
     return value
 
 
-def json_body(expect: type | tuple[type, ...] = dict) -> Any:
+def raw_json_body() -> bytes:
+    """The request's body bytes, once its Content-Type says JSON (else 415)
+    and it is not empty (else 400); parsing is the caller's."""
     mimetype = request.mimetype or ""
     if mimetype not in JSON_TYPES and not mimetype.endswith("+json"):
         raise ApiError(415, "unsupported_media_type", "request body must be JSON (Content-Type: application/json)",
@@ -109,7 +111,11 @@ def json_body(expect: type | tuple[type, ...] = dict) -> Any:
     raw = request.get_data(cache=True)
     if not raw:
         raise ApiError(400, "PGRST102", "empty or invalid JSON body")
-    body = parse_json(raw, current_app.config["APPRUN_SETTINGS"].max_json_depth)
+    return raw
+
+
+def json_body(expect: type | tuple[type, ...] = dict) -> Any:
+    body = parse_json(raw_json_body(), current_app.config["APPRUN_SETTINGS"].max_json_depth)
     if not isinstance(body, expect):
         names = " or ".join(t.__name__ for t in (expect if isinstance(expect, tuple) else (expect,)))
         names = names.replace("dict", "object").replace("list", "array")

@@ -146,13 +146,14 @@ BEGIN
 END
 $$;
 
--- Row-level security: every tenant table, forced even for the owner.
-DO $$
+-- Row-level security: every tenant table, forced even for the owner.  One
+-- procedure for every tenant table (the storage tables below use it too).
+CREATE OR REPLACE PROCEDURE apply_tenant_isolation(tables text[])
+LANGUAGE plpgsql AS $$
 DECLARE
   t text;
 BEGIN
-  FOREACH t IN ARRAY ARRAY['users', 'products', 'projects', 'email_outbox',
-                           'functions', 'workflow_executions'] LOOP
+  FOREACH t IN ARRAY tables LOOP
     EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
     EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
     EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %I', t);
@@ -163,6 +164,9 @@ BEGIN
   END LOOP;
 END
 $$;
+REVOKE ALL ON PROCEDURE apply_tenant_isolation(text[]) FROM PUBLIC;
+CALL apply_tenant_isolation(ARRAY['users', 'products', 'projects', 'email_outbox',
+                                  'functions', 'workflow_executions']);
 
 ALTER TABLE tenants ENABLE ROW LEVEL SECURITY;
 ALTER TABLE tenants FORCE ROW LEVEL SECURITY;
@@ -314,20 +318,7 @@ DROP TRIGGER IF EXISTS storage_usage_delete ON storage_objects;
 CREATE TRIGGER storage_usage_delete AFTER DELETE ON storage_objects
   REFERENCING OLD TABLE AS storage_old_rows FOR EACH STATEMENT EXECUTE FUNCTION storage_usage_track();
 
-DO $$
-DECLARE
-  t text;
-BEGIN
-  FOREACH t IN ARRAY ARRAY['storage_buckets', 'storage_objects', 'storage_usage'] LOOP
-    EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
-    EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
-    EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %I', t);
-    EXECUTE format('CREATE POLICY tenant_isolation ON %I
-                      USING (tenant_id = (SELECT app_tenant_id()))
-                      WITH CHECK (tenant_id = (SELECT app_tenant_id()))', t);
-  END LOOP;
-END
-$$;
+CALL apply_tenant_isolation(ARRAY['storage_buckets', 'storage_objects', 'storage_usage']);
 
 GRANT SELECT, INSERT, UPDATE, DELETE ON storage_buckets, storage_objects TO apprun_gateway;
 GRANT SELECT, INSERT, UPDATE ON storage_usage TO apprun_gateway;

@@ -15,7 +15,7 @@ import wasmtime
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from gateway.auth.identity import current_claims
-from gateway.bodies import JSON_TYPES
+from gateway.bodies import raw_json_body
 from gateway.db import tenant_transaction
 from gateway.errors import ApiError
 from gateway.functions.fairness import (
@@ -152,13 +152,7 @@ def _strict_json_body() -> Any:
     """The invocation body, parsed strictly (orjson): NaN, Infinity, lone
     surrogates and nesting deeper than orjson's limit are 400, so nothing
     reaches a function that is not JSON."""
-    mimetype = request.mimetype or ""
-    if mimetype not in JSON_TYPES and not mimetype.endswith("+json"):
-        raise ApiError(415, "unsupported_media_type", "request body must be JSON (Content-Type: application/json)",
-                       details=f"got Content-Type {request.content_type or 'none'}")
-    raw = request.get_data(cache=True)
-    if not raw:
-        raise ApiError(400, "PGRST102", "empty or invalid JSON body")
+    raw = raw_json_body()
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
