@@ -215,13 +215,13 @@ def ci_sandbox(tmp_path):
     return run
 
 
-def test_ci_run_passes_tests_results_through_and_treats_no_tests_collected_as_said(ci_sandbox):
+def test_ci_run_passes_tests_results_through_and_fails_saying_so_when_no_test_ran(ci_sandbox):
     result, _ = ci_sandbox(0, with_chromium=True)
     assert result.returncode == 0 and "fake dev test" in result.stdout
     assert ci_sandbox(1, with_chromium=True)[0].returncode == 1
     result, _ = ci_sandbox(5, with_chromium=True)
-    assert result.returncode == 0
-    assert "collected no tests" in result.stdout
+    assert result.returncode == 5
+    assert "collected no tests" in result.stderr
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason=".ci/run installs chromium only as root")
