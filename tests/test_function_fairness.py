@@ -49,8 +49,8 @@ def budgets(clock: FakeClock, **plans: PlanBudget) -> FunctionBudgets:
 def test_time_budget_refuses_with_a_truthful_retry_after() -> None:
     clock = FakeClock()
     limiter = budgets(clock)
-    with limiter.admit(ALICE) as charge:
-        charge(2.5)  # 2500 ms against a 1000 ms burst at 500 ms/s
+    with limiter.admit(ALICE) as admission:
+        admission.charge(2.5)  # 2500 ms against a 1000 ms burst at 500 ms/s
     with pytest.raises(ApiError) as refused, limiter.admit(ALICE):
         pass
     assert refused.value.status == 429 and refused.value.code == "function_time_budget"
@@ -86,6 +86,35 @@ def test_concurrency_cap_is_per_tenant() -> None:
             pass
     with limiter.admit(CHARLIE):  # released on the way out
         pass
+
+
+def test_a_slot_is_free_once_the_native_work_ends_not_when_the_caller_resumes() -> None:
+    """The worker thread gives the slot back (``release``) the moment the
+    call's work ends.  The calling greenlet may resume much later when the
+    hub is busy with another tenant's burst; until then the tenant's next
+    call must not be refused for a slot nobody uses."""
+    limiter = budgets(FakeClock())
+    with limiter.admit(ALICE) as admission:      # alice's plan allows 1 call at once
+        worker = threading.Thread(target=admission.release)   # as the native thread does
+        worker.start()
+        worker.join()
+        assert limiter.slots.held(TENANT_1) == 0
+        with limiter.admit(ALICE):               # admitted while the first block is still open
+            assert limiter.slots.held(TENANT_1) == 1
+    assert limiter.slots.held(TENANT_1) == 0     # each slot given back once, not twice
+
+
+def test_the_invoke_gives_the_slot_back_on_its_thread_also_when_the_call_fails() -> None:
+    from gateway.functions.runtime import _timed
+
+    done: list[str] = []
+
+    def fails() -> None:
+        raise ValueError("trap")
+
+    outcome, seconds = _timed(fails, on_native_done=lambda: done.append(threading.current_thread().name))
+    assert isinstance(outcome, ValueError) and seconds >= 0
+    assert done == [threading.current_thread().name]
 
 
 def test_unknown_plan_gets_the_free_budget() -> None:

@@ -7,7 +7,12 @@ Two budgets keep one tenant from taking it:
   threads at once, always fewer than the pool has, so others keep a share.
   A call over the cap waits for one of *its own tenant's* slots for at most
   ``APPRUN_FUNCTION_QUEUE_WAIT_MS`` (fast calls overlapping under load just
-  wait microseconds), then gets 429.  Nothing else waits for it.
+  wait microseconds), then gets 429.  Nothing else waits for it.  A slot is
+  given back by the native thread the moment the call's work ends, not when
+  the hub next resumes the calling greenlet: under load (another tenant's
+  burst, say) that resumption can come hundreds of milliseconds later, and
+  a slot held for the hub's lag would refuse a quiet tenant's calls because
+  of someone else's traffic.
 * **WASM time per second**: a token bucket of milliseconds per tenant,
   refilled at the plan's rate up to ``APPRUN_FUNCTION_TIME_BURST_MS``.  A
   call is admitted while the bucket is positive and charged its measured
@@ -30,6 +35,7 @@ from typing import Any
 
 from gateway.db import tenant_transaction
 from gateway.errors import ApiError
+from gateway.native import original
 from gateway.settings import Settings, SettingsError
 
 PLANS = ("free", "pro")
@@ -37,6 +43,9 @@ PLANS = ("free", "pro")
 FALLBACK_PLAN = "free"
 #: A concurrency slot frees when a call ends, which cannot be predicted.
 CONCURRENCY_RETRY_AFTER_S = 1
+#: How often a call over its tenant's cap looks for a free slot while it
+#: waits (slots are freed from native threads, which cannot wake a greenlet).
+SLOT_POLL_S = 0.001
 
 PlanLookup = Callable[[Mapping[str, Any]], str]
 
@@ -91,34 +100,91 @@ class TimeBuckets:
         self._levels[tenant] = (level - spent_ms, self._clock())
 
 
+class TenantSlots:
+    """Native-pool slots held per tenant.  Taken by the calling greenlet,
+    given back from whichever thread finishes the work: the counts live
+    under a native lock (held for a few instructions, never across a wait),
+    so a native thread may release while the hub runs."""
+
+    def __init__(self, sleep: Callable[[float], None] = time.sleep) -> None:
+        self._lock = original("threading", "Lock", threading.Lock)()
+        self._held: dict[str, int] = {}
+        self._sleep = sleep   # gevent's sleep under monkey patching: the waiting greenlet yields
+
+    def _try_take(self, tenant: str, limit: int) -> bool:
+        with self._lock:
+            held = self._held.get(tenant, 0)
+            if held >= limit:
+                return False
+            self._held[tenant] = held + 1
+            return True
+
+    def take(self, tenant: str, limit: int, wait_s: float) -> bool:
+        """One slot of ``tenant`` within ``wait_s``, else False."""
+        deadline = time.monotonic() + wait_s
+        while not self._try_take(tenant, limit):
+            if time.monotonic() >= deadline:
+                return False
+            self._sleep(SLOT_POLL_S)
+        return True
+
+    def give_back(self, tenant: str) -> None:
+        with self._lock:
+            held = self._held.get(tenant, 0) - 1
+            if held > 0:
+                self._held[tenant] = held
+            else:
+                self._held.pop(tenant, None)
+
+    def held(self, tenant: str) -> int:
+        with self._lock:
+            return self._held.get(tenant, 0)
+
+
+class Admission:
+    """One admitted call: ``charge(seconds)`` debits the WASM time it used,
+    ``release()`` gives its slot back (once; safe from any thread)."""
+
+    def __init__(self, charge: Callable[[float], None], give_back: Callable[[], None]) -> None:
+        self.charge = charge
+        self._give_back = give_back
+        self._lock = original("threading", "Lock", threading.Lock)()
+        self._released = False
+
+    def release(self) -> None:
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+        self._give_back()
+
+
+def _unlimited(seconds: float) -> None:
+    """The charge of a call when budgets are off: nothing to debit."""
+
+
 class FunctionBudgets:
     def __init__(self, plans: Mapping[str, PlanBudget], plan_of: PlanLookup, queue_wait_ms: int,
-                 enabled: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
+                 enabled: bool = True, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self._plans = dict(plans)
         self._plan_of = plan_of
         self._queue_wait_s = queue_wait_ms / 1000
         self.enabled = enabled
         self._buckets = TimeBuckets(clock)
-        self._slots: dict[tuple[str, int], threading.BoundedSemaphore] = {}
+        self.slots = TenantSlots(sleep)
 
     def budget_for(self, claims: Mapping[str, Any]) -> PlanBudget:
         plan = self._plan_of(claims)
         return self._plans.get(plan) or self._plans[FALLBACK_PLAN]
 
-    def _semaphore(self, tenant: str, limit: int) -> threading.BoundedSemaphore:
-        # Keyed with the limit, so a plan change takes effect for new calls.
-        key = (tenant, limit)
-        semaphore = self._slots.get(key)
-        if semaphore is None:
-            semaphore = self._slots.setdefault(key, threading.BoundedSemaphore(limit))
-        return semaphore
-
     @contextmanager
-    def admit(self, claims: Mapping[str, Any]) -> Iterator[Callable[[float], None]]:
-        """Hold one of the tenant's slots for the block; yields ``charge(seconds)``
-        to debit the WASM time the call really used.  429 when over budget."""
+    def admit(self, claims: Mapping[str, Any]) -> Iterator[Admission]:
+        """Hold one of the tenant's slots until ``release()`` (the native
+        thread calls it when the work ends) or the end of the block, whichever
+        comes first.  429 when over budget."""
         if not self.enabled:
-            yield lambda seconds: None
+            yield Admission(_unlimited, lambda: None)
             return
         tenant = str(claims["tenant_id"])
         budget = self.budget_for(claims)
@@ -127,16 +193,18 @@ class FunctionBudgets:
             raise ApiError(429, "function_time_budget",
                            f"this tenant used its WASM time budget ({budget.ms_per_s:g} ms per second)",
                            hint=f"retry after {retry_after} s", headers={"Retry-After": str(retry_after)})
-        semaphore = self._semaphore(tenant, budget.concurrency)
-        if not semaphore.acquire(timeout=self._queue_wait_s):
+        # A plan change takes effect for new calls: the limit is read per call.
+        if not self.slots.take(tenant, budget.concurrency, self._queue_wait_s):
             raise ApiError(429, "function_concurrency_limit",
                            f"this tenant already runs {budget.concurrency} function call(s) at once",
                            hint="retry when a call has finished",
                            headers={"Retry-After": str(CONCURRENCY_RETRY_AFTER_S)})
+        admission = Admission(lambda seconds: self._buckets.charge(tenant, budget, seconds * 1000),
+                              lambda: self.slots.give_back(tenant))
         try:
-            yield lambda seconds: self._buckets.charge(tenant, budget, seconds * 1000)
+            yield admission
         finally:
-            semaphore.release()
+            admission.release()
 
 
 class CachedPlanLookup:

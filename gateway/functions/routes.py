@@ -112,12 +112,12 @@ def deploy_function(name: str) -> Response:
     limits = runtime.resolve_limits(parse_requested_limits(request.args))
     wasm = _module_bytes()
     claims = current_claims()
-    with _budgets().admit(claims) as charge:  # compiling uses the tenant's share of the pool
+    with _budgets().admit(claims) as admission:  # compiling uses the tenant's share of the pool
         started = time.perf_counter()
         try:
             digest, _module, exports = runtime.compile(wasm, limits)
         finally:
-            charge(time.perf_counter() - started)
+            admission.charge(time.perf_counter() - started)
     with tenant_transaction(claims) as cur:
         cur.execute(
             f"""INSERT INTO functions (name, digest, module, size_bytes, exports, limits)
@@ -182,9 +182,10 @@ def invoke_function(name: str) -> Response:
         return bytes(found[0])
 
     limits = runtime.effective_limits(stored_limits or {})
-    with _budgets().admit(claims) as charge:
+    with _budgets().admit(claims) as admission:
         module, load_ms = runtime.load(digest, fetch_wasm)
-        result = runtime.invoke(module, limits, payload, load_ms, charge=charge)
+        result = runtime.invoke(module, limits, payload, load_ms, charge=admission.charge,
+                                on_native_done=admission.release)
     response = jsonify(result.output)
     response.headers["X-Function-Duration-Us"] = f"{result.duration_us:.1f}"
     response.headers["X-Function-Fuel-Used"] = str(result.fuel_used)

@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -245,10 +246,14 @@ class FunctionRuntime:
 
     # -- invoke ------------------------------------------------------------------
     def invoke(self, module: PreparedModule, limits: Limits, request: dict[str, Any] | Any,
-               load_ms: float | None, charge: Callable[[float], None] | None = None) -> InvokeResult:
+               load_ms: float | None, charge: Callable[[float], None] | None = None,
+               on_native_done: Callable[[], None] | None = None) -> InvokeResult:
         """Run the call on the native pool; ``charge(seconds)`` gets the time
-        it spent there (not the time it queued), success or failure."""
-        outcome, seconds = self._run(_timed, self._invoke_sync, module, limits, request, load_ms)
+        it spent there (not the time it queued), success or failure, and
+        ``on_native_done()`` runs on the native thread as soon as the work
+        ends (before the hub resumes this greenlet)."""
+        timed = functools.partial(_timed, on_native_done=on_native_done)
+        outcome, seconds = self._run(timed, self._invoke_sync, module, limits, request, load_ms)
         if charge is not None:
             charge(seconds)
         if isinstance(outcome, BaseException):
@@ -306,14 +311,19 @@ def _exceeds_limits(details: str) -> FunctionError:
                                                "memory_bytes (tables count toward it)")
 
 
-def _timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+def _timed(fn: Callable[..., Any], *args: Any,
+           on_native_done: Callable[[], None] | None = None) -> tuple[Any, float]:
     """(result or raised exception, seconds) of ``fn`` on the thread that runs it;
-    the exception is raised again by the caller, on its own thread."""
+    the exception is raised again by the caller, on its own thread.
+    ``on_native_done()`` runs on this thread once ``fn`` has ended."""
     started = time.perf_counter()
     try:
         return fn(*args), time.perf_counter() - started
     except Exception as exc:  # noqa: BLE001 - handed back and raised by the caller, not swallowed
         return exc, time.perf_counter() - started
+    finally:
+        if on_native_done is not None:
+            on_native_done()
 
 
 def _memory_in_use(sandbox: Sandbox) -> int | None:
