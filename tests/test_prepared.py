@@ -15,7 +15,7 @@ from psycopg2.extras import Json
 from gateway.app import create_app
 from gateway.db import tenant_transaction
 from gateway.prepared import parameter_type, positional_sql
-from tests.conftest import TENANT_1, TENANT_2
+from tests.conftest import TENANT_1, TENANT_2, auth
 
 ALICE = {"sub": "alice", "tenant_id": TENANT_1, "role": "admin"}
 CHARLIE = {"sub": "charlie", "tenant_id": TENANT_2, "role": "admin"}
@@ -158,3 +158,52 @@ def test_zero_turns_preparation_off(app_config) -> None:
             with tenant_transaction(ALICE, single_statement=True) as cur:
                 cur.execute("SELECT 1 + %s", (1,))
         assert prepared_on_the_connection(off) == {}
+
+
+# -- read plans (gateway/data/plans.py): one parse per request text -------------
+
+def test_a_cached_read_plan_still_lets_row_level_security_decide(one_connection_app, tokens) -> None:
+    """The same request text, alternately from two tenants on one pooled
+    connection: one plan, and each caller sees only its own rows."""
+    client = one_connection_app.test_client()
+    url = "/data/products?select=tenant_id&price=gte.0&order=name.asc&limit=50"
+    plans = one_connection_app.extensions["apprun.read_plans"]
+    seen = []
+    for name in ("alice", "charlie", "alice", "charlie"):
+        response = client.get(url, headers=auth(tokens[name]))
+        assert response.status_code == 200, response.get_data(as_text=True)
+        seen.append({row["tenant_id"] for row in response.get_json()})
+    assert seen == [{TENANT_1}, {TENANT_2}, {TENANT_1}, {TENANT_2}]
+    assert sum(1 for key in plans._plans if key[1] == url.split("?", 1)[1]) == 1
+
+
+def test_read_plans_are_keyed_by_the_whole_request_text(one_connection_app, tokens) -> None:
+    """Prefer, Accept and Range change the answer, so they are part of the
+    key; a refused request leaves no plan and is refused again."""
+    client = one_connection_app.test_client()
+    url = "/data/products?select=id&order=name.asc"
+    plain = client.get(url, headers=auth(tokens["alice"]))
+    counted = client.get(url, headers=auth(tokens["alice"], Prefer="count=exact"))
+    ranged = client.get(url, headers=auth(tokens["alice"], Range="0-0"))
+    as_csv = client.get(url, headers=auth(tokens["alice"], Accept="text/csv"))
+    assert plain.headers["Content-Range"].endswith("/*") and "Preference-Applied" not in plain.headers
+    assert counted.headers["Preference-Applied"] == "count=exact"
+    assert not counted.headers["Content-Range"].endswith("/*")
+    assert len(ranged.get_json()) == 1 and len(plain.get_json()) > 1
+    assert as_csv.get_data(as_text=True).startswith("id\n")
+    plans = one_connection_app.extensions["apprun.read_plans"]
+    before = len(plans)
+    for _ in range(2):
+        refused = client.get("/data/products?limit=-1", headers=auth(tokens["alice"]))
+        assert refused.status_code == 400 and refused.get_json()["code"] == "PGRST100"
+    assert len(plans) == before
+
+
+def test_the_plan_cache_is_bounded() -> None:
+    from gateway.data.plans import PlanCache
+
+    cache = PlanCache(size=3)
+    for n in range(10):
+        cache.put(("t", str(n), None, None, None), object())  # type: ignore[arg-type]
+        assert len(cache) <= 3
+    assert cache.get(("t", "9", None, None, None)) is not None

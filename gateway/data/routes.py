@@ -19,6 +19,7 @@ from gateway.data.grammar import (
     parse_query,
 )
 from gateway.data.negotiation import CSV, OBJECT, ResponseFormat, negotiate, rows_as_csv
+from gateway.data.plans import PlanCache, ReadPlan
 from gateway.data.sqlbuild import ResultShape
 from gateway.db import plain_cursor, tenant_transaction
 from gateway.errors import ApiError
@@ -36,11 +37,13 @@ KNOWN_PREFERENCES = {"return", "count", "resolution", "missing", "handling", "ma
 
 def _preferences() -> dict[str, str]:
     prefs: dict[str, str] = {}
-    for header in request.headers.getlist("Prefer"):
-        for item in header.split(","):
-            key, _, value = item.strip().partition("=")
-            if key:
-                prefs[key.strip().lower()] = value.strip().lower()
+    # The server joins repeated Prefer headers with "," into one environ
+    # value; reading it there skips a scan of every header
+    # (EnvironHeaders.getlist iterates the whole environ).
+    for item in request.environ.get("HTTP_PREFER", "").split(","):
+        key, _, value = item.strip().partition("=")
+        if key:
+            prefs[key.strip().lower()] = value.strip().lower()
     if prefs.get("handling") == "strict":
         unknown = sorted(set(prefs) - KNOWN_PREFERENCES)
         if unknown:
@@ -76,7 +79,7 @@ def _query(method: str) -> QueryParams:
 
 def _range() -> tuple[int | None, int | None]:
     """(offset, limit) from a ``Range: start-end`` header, if any."""
-    header = request.headers.get("Range")
+    header = request.environ.get("HTTP_RANGE")
     if not header:
         return None, None
     match = RANGE_RE.match(header)
@@ -110,41 +113,53 @@ def _render(body: str, count: int, fmt: ResponseFormat, info: TableInfo, query: 
 
 
 def _response(body: str, status: int, fmt: ResponseFormat, headers: dict[str, str]) -> Response:
-    response = Response(body, status=status, content_type=fmt.content_type)
-    response.headers.update(headers)
-    return response
+    return Response(body, status=status, headers=headers, content_type=fmt.content_type)
 
 
-@bp.get("/data/<table>")
-@authorize
-def read(table: str) -> Response:
-    info = _table(table)
+def _read_plan(info: TableInfo) -> ReadPlan:
+    """Parse the request into its SQL and response format (400/406/416 on
+    bad input, before any plan exists)."""
     query = _query("GET")
     prefs = _preferences()
-    fmt = negotiate(request.headers.get("Accept"))
+    fmt = negotiate(request.environ.get("HTTP_ACCEPT"))
     settings = _settings()
     range_offset, range_limit = _range()
     offset = query.offset if query.offset is not None else (range_offset or 0)
     limit = query.limit if query.limit is not None else range_limit
     limit = settings.data_max_rows if limit is None else min(limit, settings.data_max_rows)
     want_count = prefs.get("count") in ("exact", "planned", "estimated")
-    shape = _shape(fmt)
-    sql, params = sqlbuild.read_sql(info, query, limit, offset, with_total=want_count, shape=shape)
+    sql, params = sqlbuild.read_sql(info, query, limit, offset, with_total=want_count, shape=_shape(fmt))
+    return ReadPlan(sql, tuple(params), offset, fmt, prefs["count"] if want_count else None, query)
+
+
+@bp.get("/data/<table>")
+@authorize
+def read(table: str) -> Response:
+    info = _table(table)
+    environ = request.environ
+    key = (table, environ.get("QUERY_STRING", ""), environ.get("HTTP_PREFER"), environ.get("HTTP_ACCEPT"),
+           environ.get("HTTP_RANGE"))
+    plans: PlanCache = current_app.extensions["apprun.read_plans"]
+    plan = plans.get(key)
+    if plan is None:
+        plan = _read_plan(info)
+        plans.put(key, plan)
     with tenant_transaction(current_claims(), single_statement=True) as cur:
-        cur.execute(sql, params)
+        cur.execute(plan.sql, plan.params)
         body, returned, total = cur.fetchone()
+    offset, fmt = plan.offset, plan.fmt
     if total is not None and offset > 0 and offset >= total and returned == 0:
         raise ApiError(416, "PGRST103", "Requested range not satisfiable",
                        details=f"An offset of {offset} was requested, but there are only {total} rows.",
                        headers={"Content-Range": f"*/{total}"})
     span = f"{offset}-{offset + returned - 1}" if returned else "*"
     headers = {"Content-Range": f"{span}/{total if total is not None else '*'}"}
-    if want_count:
-        headers["Preference-Applied"] = f"count={prefs['count']}"
+    if plan.count_preference is not None:
+        headers["Preference-Applied"] = f"count={plan.count_preference}"
     status = 206 if total is not None and returned < total else 200
     if fmt.kind == OBJECT:
         status = 200
-    return _response(_render(body, returned, fmt, info, query), status, fmt, headers)
+    return _response(_render(body, returned, fmt, info, plan.query), status, fmt, headers)
 
 
 def _representation(prefs: dict[str, str]) -> bool:
@@ -257,4 +272,5 @@ def delete(table: str) -> Response:
 def init_app(app: Flask) -> None:
     settings = app.config["APPRUN_SETTINGS"]
     app.extensions["apprun.catalog"] = Catalog(settings.data_tables, settings.data_read_only_tables)
+    app.extensions["apprun.read_plans"] = PlanCache()
     app.register_blueprint(bp)

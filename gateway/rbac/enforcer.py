@@ -215,9 +215,10 @@ def authorize(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         claims = current_claims()
         authorizer: Authorizer = current_app.extensions["apprun.rbac"]
-        rule = request.url_rule.rule if request.url_rule is not None else None
-        if not authorizer.allowed(claims["role"], claims["tenant_id"], request.path, request.method, rule):
-            raise ApiError(403, "forbidden", f"role '{claims['role']}' may not {request.method} {request.path}")
+        req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup, not five
+        rule = req.url_rule.rule if req.url_rule is not None else None
+        if not authorizer.allowed(claims["role"], claims["tenant_id"], req.path, req.method, rule):
+            raise ApiError(403, "forbidden", f"role '{claims['role']}' may not {req.method} {req.path}")
         g.apprun_authorized = True
         return fn(*args, **kwargs)
 
