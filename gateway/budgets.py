@@ -59,8 +59,12 @@ DEFAULT_PLAN_BUDGETS: dict[str, dict[str, float | None]] = {
         "workflow_starts_rps": 10, "workflow_starts_burst": 20,
         # Activities running at once for the tenant, in the worker.
         "activity_slots": 4,
-        # Database connections held at once, out of APPRUN_DB_POOL_SIZE (20).
+        # Database connections held at once, out of APPRUN_DB_POOL_SIZE (20);
+        # must stay below the pool size (validated in plan_budgets).
         "db_connections": 12,
+        # statement_timeout of the tenant's queries, in ms; null: the pool's
+        # own APPRUN_DB_STATEMENT_TIMEOUT_MS.
+        "db_statement_timeout_ms": None,
     },
     "pro": {
         "data_rps": 2400, "data_burst": 2400,
@@ -71,6 +75,7 @@ DEFAULT_PLAN_BUDGETS: dict[str, dict[str, float | None]] = {
         "workflow_starts_rps": 20, "workflow_starts_burst": 40,
         "activity_slots": 8,
         "db_connections": 16,
+        "db_statement_timeout_ms": None,
     },
 }
 
@@ -116,7 +121,30 @@ def plan_budgets(settings: Settings) -> dict[str, dict[str, float | None]]:
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
                 raise SettingsError(f"APPRUN_BUDGET_PLANS[{plan!r}][{name!r}] must be a number >= 0 or null")
         plans.setdefault(plan, dict(plans[settings.budget_default_plan])).update(overrides)
+    if settings.budgets_enabled:
+        for plan, limits in plans.items():
+            _check_database_budgets(plan, limits, settings.db_pool_size)
     return plans
+
+
+def _check_database_budgets(plan: str, limits: Mapping[str, float | None], pool_size: int) -> None:
+    """A plan's ``db_connections`` must leave at least one connection of the
+    pool to the other tenants, or one tenant could again make every other
+    wait for (and time out on) the pool: 503s for the polite ones."""
+    if pool_size < 2:
+        raise SettingsError(f"APPRUN_DB_POOL_SIZE={pool_size} cannot be shared between tenants: the db_connections "
+                            "budget needs a pool of 2 or more (or APPRUN_BUDGETS_ENABLED=0)")
+    connections = limits.get("db_connections")
+    if connections is None or not 1 <= connections < pool_size:
+        raise SettingsError(
+            f"budget plan {plan!r}: db_connections is {connections!r}, but must be a number from 1 to "
+            f"APPRUN_DB_POOL_SIZE - 1 = {pool_size - 1}, so that one tenant never holds every connection "
+            "of the pool (lower it in APPRUN_BUDGET_PLANS, raise APPRUN_DB_POOL_SIZE, or set "
+            "APPRUN_BUDGETS_ENABLED=0)")
+    timeout = limits.get("db_statement_timeout_ms")
+    if timeout is not None and timeout < 1:  # PostgreSQL reads 0 as "no timeout at all"
+        raise SettingsError(f"budget plan {plan!r}: db_statement_timeout_ms must be >= 1 or null "
+                            "(null: APPRUN_DB_STATEMENT_TIMEOUT_MS)")
 
 
 class TokenBuckets:
@@ -284,6 +312,20 @@ class Budgets:
             yield
         finally:
             counter.release(tenant_id)
+
+    @contextlib.contextmanager
+    def database_share(self, tenant_id: str) -> Iterator[int | None]:
+        """Hold one of the tenant's ``db_connections`` for the block (429 at
+        once when it holds them all) and yield its plan's statement timeout
+        in ms (None: the pool's own).  Taken before the pool's connection and
+        given back after it, so a tenant over its share never queues on the
+        pool in front of another tenant."""
+        if not self.enabled:
+            yield None
+            return
+        timeout = self.plans[self.plan_of(tenant_id)].get("db_statement_timeout_ms")
+        with self.slot(tenant_id, "db_connections"):
+            yield None if timeout is None else int(timeout)
 
 
 # -- the API for routes and other modules (inside a request or app context) ---
