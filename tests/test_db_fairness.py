@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -73,6 +74,10 @@ class HeldConnections:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Give the connections back (again: a no-op)."""
         self._done.set()
         self._thread.join(HOLD_DEADLINE_S)
         assert not self._thread.is_alive(), "the holder thread did not give its connections back"
@@ -80,7 +85,8 @@ class HeldConnections:
 
 @pytest.fixture(scope="module")
 def small_pool_app(app_config):
-    """A pool of 3 connections; a tenant may hold 2 of them."""
+    """A pool of 3 connections; a tenant may hold 2 of them (and waits the
+    default db_connection_wait_ms for its own before its 429)."""
     from gateway.app import create_app
 
     return create_app({**app_config, "db_pool_size": POOL_SIZE, "db_pool_timeout_s": 0.5,
@@ -109,6 +115,35 @@ def test_tenant_over_its_connections_gets_429_and_the_other_tenant_is_answered(s
     # Released: tenant 1 is served again, and the refused write wrote nothing.
     after = client.get(f"/data/products?name=eq.{marker}", headers=auth(tokens["alice"]))
     assert after.status_code == 200 and after.get_json() == []
+
+
+def test_a_tenant_at_its_share_waits_for_its_own_connection_only(app_config, tokens) -> None:
+    """With a wait (the plan's db_connection_wait_ms, 30 s here so the test
+    cannot race it), a request of a tenant holding its share is served as
+    soon as one of its own connections is given back, and another tenant
+    is served meanwhile."""
+    from gateway.app import create_app
+
+    app = create_app({**app_config, "db_pool_size": POOL_SIZE, "db_pool_timeout_s": 0.5,
+                      "budget_plans": {plan: {"db_connections": 2, "db_connection_wait_ms": 30_000}
+                                       for plan in ("free", "pro")}})
+    counter = app.extensions["apprun.budgets"].counter("db_connections")
+    waiting: dict[str, Any] = {}
+    with HeldConnections(app, ALICE_CLAIMS, 1) as first, HeldConnections(app, ALICE_CLAIMS, 1):
+        assert counter.held(TENANT_1) == 2
+        waiter = threading.Thread(target=lambda: waiting.update(response=app.test_client().get(
+            "/data/products?select=id", headers=auth(tokens["bob"]))))
+        waiter.start()
+        deadline = time.monotonic() + HOLD_DEADLINE_S
+        while counter.waiting(TENANT_1) != 1:
+            assert waiter.is_alive() and time.monotonic() < deadline, f"bob's request did not wait: {waiting}"
+            time.sleep(0.01)
+        answered = app.test_client().get("/data/products?select=id", headers=auth(tokens["charlie"]))
+        assert answered.status_code == 200, answered.get_data(as_text=True)
+        assert counter.waiting(TENANT_1) == 1 and "response" not in waiting  # still waiting for tenant 1's own
+        first.release()  # one of tenant 1's connections comes back
+        waiter.join(HOLD_DEADLINE_S)
+    assert waiting["response"].status_code == 200, waiting["response"].get_data(as_text=True)
 
 
 def test_slots_are_given_back_when_the_transaction_fails(small_pool_app) -> None:
@@ -180,6 +215,8 @@ def test_a_plan_may_not_hold_the_whole_pool() -> None:
         plan_budgets(Settings.from_mapping({"db_pool_size": 10}))
     with pytest.raises(SettingsError, match="APPRUN_DB_POOL_SIZE=1 cannot be shared between tenants"):
         plan_budgets(Settings.from_mapping({"db_pool_size": 1}))
+    with pytest.raises(SettingsError, match="db_connection_wait_ms must be a number"):
+        plan_budgets(Settings.from_mapping({"budget_plans": {"pro": {"db_connection_wait_ms": None}}}))
     with pytest.raises(SettingsError, match="db_statement_timeout_ms must be >= 1"):
         plan_budgets(Settings.from_mapping({"budget_plans": {"free": {"db_statement_timeout_ms": 0}}}))
     # Budgets off: nothing to hold to, any pool size goes.
