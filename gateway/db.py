@@ -194,8 +194,10 @@ def tenant_transaction(claims: Mapping[str, Any], single_statement: bool = False
     then costs one round trip (see ClaimsCursor).
 
     In a request the connection is held inside one of the tenant's
-    ``db_connections`` (gateway/budgets.py): over it the tenant gets 429 at
-    once, before it could take a connection that another tenant waits for."""
+    ``db_connections`` (gateway/budgets.py): a tenant holding all of them
+    waits a moment for one of its own, then gets 429, and never takes a
+    connection another tenant waits for.  The plan's statement timeout, if
+    it has one, is set with the claims."""
     pool: ConnectionPool = current_app.extensions["apprun.db"]
     with _tenant_share(claims) as statement_timeout_ms, pool.connection() as conn:
         with conn.cursor() as raw:
