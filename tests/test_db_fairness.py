@@ -85,12 +85,13 @@ class HeldConnections:
 
 @pytest.fixture(scope="module")
 def small_pool_app(app_config):
-    """A pool of 3 connections; a tenant may hold 2 of them (and waits the
-    default db_connection_wait_ms for its own before its 429)."""
+    """A pool of 3 connections; a tenant may hold 2 of them, and is refused
+    at once over them (the wait has a test of its own)."""
     from gateway.app import create_app
 
     return create_app({**app_config, "db_pool_size": POOL_SIZE, "db_pool_timeout_s": 0.5,
-                       "budget_plans": {plan: {"db_connections": 2} for plan in ("free", "pro")}})
+                       "budget_plans": {plan: {"db_connections": 2, "db_connection_wait_ms": 0}
+                                        for plan in ("free", "pro")}})
 
 
 def test_tenant_over_its_connections_gets_429_and_the_other_tenant_is_answered(small_pool_app, tokens) -> None:
