@@ -68,9 +68,10 @@ DEFAULT_PLAN_BUDGETS: dict[str, dict[str, float | None]] = {
         # How long a request of a tenant holding all of them waits for one of
         # its own to free before its 429 (it never waits for another
         # tenant's).  The kpi profile's paced users arrive in bursts: at 510
-        # req/s with 0 ms, 3,229 of ~21,000 requests were refused although
-        # the median took 18 ms; the wait absorbs such bursts, and a tenant
-        # that holds its share for a second (slow reads) is still refused.
+        # req/s with 0 ms, 3,020 of 20,947 requests were refused although
+        # the median took 18 ms (README "Tenant budgets"); the wait absorbs
+        # such bursts, and a tenant that holds its share for a second (slow
+        # reads) is still refused.
         "db_connection_wait_ms": 1000,
         # statement_timeout of the tenant's queries, in ms; null: the pool's
         # own APPRUN_DB_STATEMENT_TIMEOUT_MS.
