@@ -359,19 +359,33 @@ class Budgets:
             counter.release(tenant_id)
 
     @contextlib.contextmanager
-    def database_share(self, tenant_id: str) -> Iterator[int | None]:
+    def database_share(self, tenant_id: str, admitted: bool = False) -> Iterator[int | None]:
         """Hold one of the tenant's ``db_connections`` for the block (429 when
         it holds them all and none of them frees within its plan's
         ``db_connection_wait_ms``) and yield its plan's statement timeout in
         ms (None: the pool's own).  Taken before the pool's connection and
         given back after it, so a tenant over its share never queues on the
-        pool in front of another tenant: it waits only for itself."""
+        pool in front of another tenant: it waits only for itself.
+
+        ``admitted``: a later transaction of a request whose first one was
+        admitted.  It is counted but never refused, so a request that began
+        writing (a workflow started in Temporal, an object's bytes stored)
+        finishes instead of answering 429 with half of its work done."""
         if not self.enabled:
             yield None
             return
         limits = self.plans[self.plan_of(tenant_id)]
         timeout = limits.get("db_statement_timeout_ms")
-        with self.slot(tenant_id, "db_connections", (limits.get("db_connection_wait_ms") or 0) / 1000):
+        wait_s = (limits.get("db_connection_wait_ms") or 0) / 1000
+        if admitted:
+            counter = self.counter("db_connections")
+            counter.try_acquire(tenant_id, math.inf)
+            try:
+                yield None if timeout is None else int(timeout)
+            finally:
+                counter.release(tenant_id)
+            return
+        with self.slot(tenant_id, "db_connections", wait_s):
             yield None if timeout is None else int(timeout)
 
 

@@ -18,7 +18,7 @@ import orjson
 import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
-from flask import Flask, current_app, has_request_context
+from flask import Flask, current_app, g, has_request_context
 
 from gateway.errors import ApiError
 from gateway.prepared import PreparedStatements
@@ -212,15 +212,26 @@ def tenant_transaction(claims: Mapping[str, Any], single_statement: bool = False
             _end_transaction(conn, "COMMIT")
 
 
-def _tenant_share(claims: Mapping[str, Any]) -> contextlib.AbstractContextManager[int | None]:
+#: flask.g flag: this request's first transaction passed the db_connections budget.
+_ADMITTED = "apprun_db_admitted"
+
+
+@contextlib.contextmanager
+def _tenant_share(claims: Mapping[str, Any]) -> Iterator[int | None]:
     """The tenant's share of the pool for one transaction (yields its plan's
-    statement timeout).  Only requests are admitted this way: a background
-    job in an app context (the storage sweeper) works for the platform, one
-    connection at a time, and must not fail because a tenant is busy."""
+    statement timeout).  A request's first transaction may be refused (429);
+    its later ones are counted but not refused, so no request stops halfway
+    (Budgets.database_share).  Only requests are admitted this way: a
+    background job in an app context (the storage sweeper) works for the
+    platform, one connection at a time, and must not fail because a tenant
+    is busy."""
     budgets: Budgets | None = current_app.extensions.get("apprun.budgets")
     if budgets is None or not has_request_context():
-        return contextlib.nullcontext()
-    return budgets.database_share(claims["tenant_id"])
+        yield None
+        return
+    with budgets.database_share(claims["tenant_id"], admitted=g.get(_ADMITTED, False)) as statement_timeout_ms:
+        setattr(g, _ADMITTED, True)
+        yield statement_timeout_ms
 
 
 def _end_transaction(conn: psycopg2.extensions.connection, command: str) -> None:

@@ -49,9 +49,13 @@ class HeldConnections:
 
     def _hold(self) -> None:
         try:
-            context = self._app.test_request_context("/") if self._request else self._app.app_context()
-            with context, contextlib.ExitStack() as stack:
+            with contextlib.ExitStack() as stack:
                 for _ in range(self._count):
+                    # Each transaction is a request of its own: a request's
+                    # later transactions are never refused.
+                    stack.enter_context(self._app.app_context())
+                    if self._request:
+                        stack.enter_context(self._app.test_request_context("/"))
                     try:
                         cur = stack.enter_context(tenant_transaction(self._claims))
                     except OverBudget as exc:
@@ -148,12 +152,29 @@ def test_a_tenant_at_its_share_waits_for_its_own_connection_only(app_config, tok
 
 
 def test_slots_are_given_back_when_the_transaction_fails(small_pool_app) -> None:
-    with small_pool_app.test_request_context("/"):
-        for _ in range(3):  # more failures than the budget: a leaked slot would refuse the next one
-            with pytest.raises(psycopg2.errors.DivisionByZero), tenant_transaction(ALICE_CLAIMS) as cur:
-                cur.execute("SELECT 1 / 0")
+    for _ in range(3):  # more failures than the budget: a leaked slot would refuse the next one
+        with small_pool_app.app_context(), small_pool_app.test_request_context("/"), \
+                pytest.raises(psycopg2.errors.DivisionByZero), tenant_transaction(ALICE_CLAIMS) as cur:
+            cur.execute("SELECT 1 / 0")
     with HeldConnections(small_pool_app, ALICE_CLAIMS, POOL_SIZE) as held:
         assert held.held == 2
+
+
+def test_a_request_admitted_once_is_not_refused_halfway(small_pool_app) -> None:
+    """A request's later transactions (the workflow start's run_id after
+    Temporal started it, an upload's row after its bytes) are counted but
+    never refused: a 429 then would leave half of its work done."""
+    counter = small_pool_app.extensions["apprun.budgets"].counter("db_connections")
+    with small_pool_app.app_context(), small_pool_app.test_request_context("/"):
+        with tenant_transaction(ALICE_CLAIMS, single_statement=True) as cur:  # admitted: the tenant had room
+            cur.execute("SELECT 1")
+        with HeldConnections(small_pool_app, ALICE_CLAIMS, POOL_SIZE) as held:
+            assert held.held == 2 and held.refusal is not None  # a new request of the tenant is refused
+            with tenant_transaction(ALICE_CLAIMS, single_statement=True) as cur:  # this one's second is not
+                assert counter.held(TENANT_1) == 3
+                cur.execute("SELECT 1")
+                assert cur.fetchone() == (1,)
+        assert counter.held(TENANT_1) == 0
 
 
 def test_budgets_off_leave_the_pool_unlimited_and_the_other_tenant_waits(app_config, tokens) -> None:
