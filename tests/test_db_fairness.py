@@ -22,7 +22,7 @@ import pytest
 from gateway.budgets import OverBudget, plan_budgets
 from gateway.db import plain_cursor, tenant_transaction
 from gateway.settings import Settings, SettingsError
-from tests.conftest import TENANT_1, TENANT_2, auth
+from tests.conftest import NO_FUNCTION_POOLING, TENANT_1, TENANT_2, auth
 
 POOL_SIZE = 3
 HOLD_DEADLINE_S = 60.0  # generous: only reached when something is broken
@@ -93,7 +93,7 @@ def small_pool_app(app_config):
     at once over them (the wait has a test of its own)."""
     from gateway.app import create_app
 
-    return create_app({**app_config, "db_pool_size": POOL_SIZE, "db_pool_timeout_s": 0.5,
+    return create_app({**app_config, **NO_FUNCTION_POOLING, "db_pool_size": POOL_SIZE, "db_pool_timeout_s": 0.5,
                        "budget_plans": {plan: {"db_connections": 2, "db_connection_wait_ms": 0}
                                         for plan in ("free", "pro")}})
 
@@ -129,7 +129,7 @@ def test_a_tenant_at_its_share_waits_for_its_own_connection_only(app_config, tok
     is served meanwhile."""
     from gateway.app import create_app
 
-    app = create_app({**app_config, "db_pool_size": POOL_SIZE, "db_pool_timeout_s": 0.5,
+    app = create_app({**app_config, **NO_FUNCTION_POOLING, "db_pool_size": POOL_SIZE, "db_pool_timeout_s": 0.5,
                       "budget_plans": {plan: {"db_connections": 2, "db_connection_wait_ms": 30_000}
                                        for plan in ("free", "pro")}})
     counter = app.extensions["apprun.budgets"].counter("db_connections")
@@ -182,7 +182,8 @@ def test_budgets_off_leave_the_pool_unlimited_and_the_other_tenant_waits(app_con
     and tenant 2 gets the pool's 503 (what the budget prevents)."""
     from gateway.app import create_app
 
-    app = create_app({**app_config, "db_pool_size": POOL_SIZE, "db_pool_timeout_s": 0.5, "budgets_enabled": False,
+    app = create_app({**app_config, **NO_FUNCTION_POOLING, "db_pool_size": POOL_SIZE, "db_pool_timeout_s": 0.5,
+                      "budgets_enabled": False,
                       "budget_plans": {"free": {"db_connections": 1}}})
     with HeldConnections(app, ALICE_CLAIMS, POOL_SIZE) as held:
         assert held.held == POOL_SIZE
@@ -202,7 +203,7 @@ def test_background_work_takes_no_tenant_slot(small_pool_app) -> None:
 def timeout_app(app_config):
     from gateway.app import create_app
 
-    return create_app({**app_config, "budget_plans": {"free": {"db_statement_timeout_ms": 200}}})
+    return create_app({**app_config, **NO_FUNCTION_POOLING, "budget_plans": {"free": {"db_statement_timeout_ms": 200}}})
 
 
 def test_plan_statement_timeout_applies_to_the_tenants_queries_only(timeout_app) -> None:

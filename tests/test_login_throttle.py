@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from gateway.errors import ApiError
-from tests.conftest import SEED_PASSWORD
+from tests.conftest import NO_FUNCTION_POOLING, SEED_PASSWORD
 from tests.gateway_process import extra_gateway
 
 
@@ -96,7 +96,7 @@ def test_a_failing_key_may_run_one_attempt_at_a_time_a_clean_key_many() -> None:
 def test_an_account_is_throttled_across_addresses(app_config) -> None:
     from gateway.app import create_app
 
-    app = create_app(dict(app_config, login_account_free_failures=3, login_delay_base_s=1.0))
+    app = create_app(dict(app_config, **NO_FUNCTION_POOLING, login_account_free_failures=3, login_delay_base_s=1.0))
     client = app.test_client()
 
     def login(password: str, address: str):
@@ -114,7 +114,7 @@ def test_an_account_is_throttled_across_addresses(app_config) -> None:
 def test_an_address_is_throttled_across_accounts(app_config) -> None:
     from gateway.app import create_app
 
-    app = create_app(dict(app_config, login_address_free_failures=3))
+    app = create_app(dict(app_config, **NO_FUNCTION_POOLING, login_address_free_failures=3))
     client = app.test_client()
 
     def login(email: str, password: str, address: str) -> int:
