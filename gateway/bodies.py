@@ -93,12 +93,20 @@ def parse_json(raw: bytes, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> Any:
         raise
     except (ValueError, UnicodeDecodeError) as exc:
         raise _malformed("malformed JSON body", details=str(exc)) from None
-    # Cheap pre-tests (C-speed byte scans) decide whether the walk is needed.
+    check_parsed_json(raw, value, max_depth)
+    return value
+
+
+def check_parsed_json(raw: bytes, value: Any, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> None:
+    """The depth and string checks on ``value``, parsed from ``raw`` by any
+    parser that already refuses malformed JSON and non-finite numbers (the
+    function invoke route's orjson does; it takes NUL characters and 1024
+    levels).  Cheap pre-tests (C-speed byte scans) decide whether the walk
+    is needed, so a shallow body without ``\\u`` escapes costs two scans."""
     deep = raw.count(b"[") + raw.count(b"{") > max_depth
     escaped = b"\\u" in raw
     if deep or escaped:
         check_json_tree(value, max_depth, check_strings=escaped)
-    return value
 
 
 def raw_json_body() -> bytes:

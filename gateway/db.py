@@ -12,20 +12,28 @@ import contextlib
 import queue
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
-from flask import Flask, current_app
+from flask import Flask, current_app, g, has_request_context
 
 from gateway.errors import ApiError
 from gateway.prepared import PreparedStatements
 
+if TYPE_CHECKING:  # gateway.budgets reads plans through this module
+    from gateway.budgets import Budgets
+
 # Claims are set for the current transaction only (is_local = true), so a
 # pooled connection never carries one caller's identity into the next.
 SET_CLAIMS_SQL = "SELECT set_config('request.jwt.claims', %s, true)"
+# The same with the tenant plan's statement timeout, also local to the
+# transaction.  PostgreSQL (13+) arms statement_timeout afresh for each
+# statement of a simple-query message, so it applies to the statement that
+# follows in the same message.
+SET_CLAIMS_AND_TIMEOUT_SQL = SET_CLAIMS_SQL + ", set_config('statement_timeout', %s, true)"
 
 
 class PoolExhausted(ApiError):
@@ -144,10 +152,13 @@ class ClaimsCursor:
     """
 
     def __init__(self, cursor: psycopg2.extensions.cursor, claims_json: str, single_statement: bool,
-                 prepared: PreparedStatements | None = None) -> None:
+                 prepared: PreparedStatements | None = None, statement_timeout_ms: int | None = None) -> None:
         self._cursor = cursor
         self._prepared = prepared
-        self._claims_json = claims_json
+        if statement_timeout_ms is None:
+            self._set_claims, self._claims_args = SET_CLAIMS_SQL, (claims_json,)
+        else:
+            self._set_claims, self._claims_args = SET_CLAIMS_AND_TIMEOUT_SQL, (claims_json, str(statement_timeout_ms))
         self._single_statement = single_statement
         self.statements = 0
 
@@ -157,7 +168,7 @@ class ClaimsCursor:
         if self.statements:
             self._cursor.execute(sql, params)
         else:
-            prefix = SET_CLAIMS_SQL + "; " if self._single_statement else "BEGIN; " + SET_CLAIMS_SQL + "; "
+            prefix = self._set_claims + "; " if self._single_statement else "BEGIN; " + self._set_claims + "; "
             # Prepared before BEGIN, so a shape that cannot be prepared
             # leaves no failed transaction behind.
             call = self._prepared.execute_call(self._cursor, sql, params or ()) if self._prepared is not None else None
@@ -168,7 +179,7 @@ class ClaimsCursor:
                 # added every literal '%' must be doubled.
                 body = sql if params is not None else sql.replace("%", "%%")
                 args = tuple(params or ())
-            self._cursor.execute(prefix + body, (self._claims_json, *args))
+            self._cursor.execute(prefix + body, (*self._claims_args, *args))
         self.statements += 1
 
     def __getattr__(self, name: str) -> Any:  # fetchone, fetchall, rowcount, description...
@@ -180,11 +191,18 @@ def tenant_transaction(claims: Mapping[str, Any], single_statement: bool = False
     """One transaction with the caller's claims set; commits on success,
     rolls back on any error (so a failed bulk insert writes nothing).
     ``single_statement=True``: the route runs exactly one statement, which
-    then costs one round trip (see ClaimsCursor)."""
+    then costs one round trip (see ClaimsCursor).
+
+    In a request the connection is held inside one of the tenant's
+    ``db_connections`` (gateway/budgets.py): a tenant holding all of them
+    waits a moment for one of its own, then gets 429, and never takes a
+    connection another tenant waits for.  The plan's statement timeout, if
+    it has one, is set with the claims."""
     pool: ConnectionPool = current_app.extensions["apprun.db"]
-    with pool.connection() as conn:
+    with _tenant_share(claims) as statement_timeout_ms, pool.connection() as conn:
         with conn.cursor() as raw:
-            cursor = ClaimsCursor(raw, orjson.dumps(claims).decode(), single_statement, getattr(conn, "prepared", None))
+            cursor = ClaimsCursor(raw, orjson.dumps(claims).decode(), single_statement, getattr(conn, "prepared", None),
+                                  statement_timeout_ms)
             try:
                 yield cursor
             except BaseException:
@@ -192,6 +210,28 @@ def tenant_transaction(claims: Mapping[str, Any], single_statement: bool = False
                     _end_transaction(conn, "ROLLBACK")
                 raise
             _end_transaction(conn, "COMMIT")
+
+
+#: flask.g flag: this request's first transaction passed the db_connections budget.
+_ADMITTED = "apprun_db_admitted"
+
+
+@contextlib.contextmanager
+def _tenant_share(claims: Mapping[str, Any]) -> Iterator[int | None]:
+    """The tenant's share of the pool for one transaction (yields its plan's
+    statement timeout).  A request's first transaction may be refused (429);
+    its later ones are counted but not refused, so no request stops halfway
+    (Budgets.database_share).  Only requests are admitted this way: a
+    background job in an app context (the storage sweeper) works for the
+    platform, one connection at a time, and must not fail because a tenant
+    is busy."""
+    budgets: Budgets | None = current_app.extensions.get("apprun.budgets")
+    if budgets is None or not has_request_context():
+        yield None
+        return
+    with budgets.database_share(claims["tenant_id"], admitted=g.get(_ADMITTED, False)) as statement_timeout_ms:
+        setattr(g, _ADMITTED, True)
+        yield statement_timeout_ms
 
 
 def _end_transaction(conn: psycopg2.extensions.connection, command: str) -> None:
@@ -206,8 +246,10 @@ def _end_transaction(conn: psycopg2.extensions.connection, command: str) -> None
 @contextlib.contextmanager
 def plain_cursor() -> Iterator[psycopg2.extensions.cursor]:
     """A cursor with no claims, each statement its own transaction
-    (autocommit): only for routes that need no tenant (login lookup through
-    its SECURITY DEFINER function, readiness)."""
+    (autocommit): only for work on behalf of no tenant (login lookup through
+    its SECURITY DEFINER function, readiness, the catalog), so it takes no
+    tenant's ``db_connections``.  The budgets' plan lookup also uses it: it
+    runs before the slot can be taken and at most once per tenant at a time."""
     pool: ConnectionPool = current_app.extensions["apprun.db"]
     with pool.connection() as conn:
         with conn.cursor() as cur:

@@ -19,6 +19,12 @@ SHARED_GATEWAY_ADDRESS_FREE_FAILURES = 1_000_000
 SHARED_GATEWAY_BUDGETS = {plan: {"auth_rps": None, "auth_burst": None} for plan in ("free", "pro")}
 TENANT_1 = "11111111-1111-1111-1111-111111111111"
 TENANT_2 = "22222222-2222-2222-2222-222222222222"
+#: Settings for the extra in-process apps of tests that invoke no function.
+#: Every app builds a wasmtime engine and keeps it for the whole session;
+#: with the pooling allocator one process holds at most ~32 of them (the
+#: 33rd aborts the process: "failed to protect stack guard page"), which the
+#: suite's apps reached.  The on-demand allocator has no such limit.
+NO_FUNCTION_POOLING = {"function_pooling": False}
 
 
 def free_port() -> int:

@@ -37,8 +37,10 @@ def storage_app(app_config: dict[str, Any], storage_dir: Any, **settings: Any) -
     """An in-process gateway on the session's database with its own storage
     settings (no background sweeper: tests call sweep() themselves)."""
     from gateway.app import create_app
+    from tests.conftest import NO_FUNCTION_POOLING
 
-    return create_app({**app_config, "storage_dir": str(storage_dir), "storage_sweep_interval_s": 0, **settings})
+    return create_app({**app_config, **NO_FUNCTION_POOLING, "storage_dir": str(storage_dir),
+                       "storage_sweep_interval_s": 0, **settings})
 
 
 def tenant_usage(app: Any, tenant_id: str) -> tuple[int, int]:

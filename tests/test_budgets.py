@@ -17,7 +17,7 @@ from gateway.budgets import (
 )
 from gateway.errors import error_response
 from gateway.settings import Settings, SettingsError
-from tests.conftest import TENANT_1, TENANT_2
+from tests.conftest import NO_FUNCTION_POOLING, TENANT_1, TENANT_2
 
 
 class FakeClock:
@@ -183,7 +183,7 @@ def tight_app(app_config):
     the buckets refill (0.01/s: not within a test)."""
     from gateway.app import create_app
 
-    return create_app({**app_config, "budget_plans": {"free": {"data_rps": 0.01, "data_burst": 3,
+    return create_app({**app_config, **NO_FUNCTION_POOLING, "budget_plans": {"free": {"data_rps": 0.01, "data_burst": 3,
                                                                "workflow_starts_rps": 0.01,
                                                                "workflow_starts_burst": 1}}})
 
@@ -223,7 +223,7 @@ def test_budgets_off_never_refuse(app_config, tokens) -> None:
     from gateway.app import create_app
     from tests.conftest import auth
 
-    client = create_app({**app_config, "budgets_enabled": False,
+    client = create_app({**app_config, **NO_FUNCTION_POOLING, "budgets_enabled": False,
                          "budget_plans": {"free": {"data_rps": 0.01, "data_burst": 1}}}).test_client()
     for _ in range(3):
         assert client.get("/data/products?select=id", headers=auth(tokens["alice"])).status_code == 200

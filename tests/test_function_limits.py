@@ -2,6 +2,7 @@
 gets a 4xx with the JSON error shape, and the limits really hold."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import psutil
@@ -151,13 +152,32 @@ def test_handler_output_must_be_strict_json(client, tokens, output) -> None:
     assert_error(invoke(client, tokens["bob"], "strict-out", {"q": 1}), 422, "function_bad_output")
 
 
-@pytest.mark.parametrize("raw", [b'{"v": NaN}', b'[Infinity]', b'{"v": -Infinity}', b'[' * 5000 + b']' * 5000])
+# The invoke route refuses what every other route's parser (gateway/bodies.py)
+# refuses, including what orjson alone lets through: NUL characters (in a
+# value or a key, however deep) and nesting beyond APPRUN_MAX_JSON_DEPTH (64).
+@pytest.mark.parametrize("raw", [b'{"v": NaN}', b'[Infinity]', b'{"v": -Infinity}', b'[' * 5000 + b']' * 5000,
+                                 b'{"v": "a\\u0000b"}', b'{"a\\u0000": 1}', b'[[{"deep": ["\\u0000"]}]]',
+                                 b'[' * 65 + b']' * 65])
 def test_request_bodies_must_be_strict_json(client, tokens, raw) -> None:
     assert client.put("/functions/echo", data=example_wasm("echo"), content_type="application/wasm",
                       headers=auth(tokens["alice"])).status_code in (200, 201)
     response = client.post("/functions/echo/invoke", data=raw, content_type="application/json",
                            headers=auth(tokens["bob"]))
-    assert response.status_code == 400 and set(response.get_json()) == {"code", "message", "details", "hint"}
+    assert response.status_code == 400, response.get_data(as_text=True)
+    body = response.get_json()
+    assert set(body) == {"code", "message", "details", "hint"} and body["code"] == "PGRST102"
+
+
+def test_request_bodies_at_the_depth_limit_and_with_escapes_are_invoked(client, tokens) -> None:
+    """The other side of the bound: 64 levels, a non-NUL escape and an
+    escaped backslash before "u0000" (the text \\u0000, not a NUL) pass."""
+    assert client.put("/functions/echo", data=example_wasm("echo"), content_type="application/wasm",
+                      headers=auth(tokens["alice"])).status_code in (200, 201)
+    for raw in (b'[' * 64 + b']' * 64, b'{"v": "caf\\u00e9 \\\\u0000"}'):
+        response = client.post("/functions/echo/invoke", data=raw, content_type="application/json",
+                               headers=auth(tokens["bob"]))
+        assert response.status_code == 200, response.get_data(as_text=True)
+        assert response.get_json() == json.loads(raw)
 
 
 @pytest.mark.parametrize("method,path", [
@@ -180,5 +200,5 @@ def test_malformed_limits_are_400(client, tokens, query) -> None:
 def test_nul_in_export_name_is_400(client, tokens) -> None:
     client.put("/functions/add", data=example_wasm("add"), content_type="application/wasm",
                headers=auth(tokens["alice"]))
-    assert_error(invoke(client, tokens["bob"], "add", {"export": "add\u0000", "args": [1, 2]}), 400,
-                 "unknown_export")
+    # Refused with the body, as on every other route (gateway/bodies.py), before any export lookup.
+    assert_error(invoke(client, tokens["bob"], "add", {"export": "add\u0000", "args": [1, 2]}), 400, "PGRST102")

@@ -11,6 +11,7 @@ from tests.conftest import auth, login
 from wasm.build import example_wasm
 
 WASM = "application/wasm"
+RUNAWAY_START_DEADLINE_S = 30.0  # generous: only reached when something is broken
 
 
 def deploy(client, token, name, example, **limits):
@@ -116,13 +117,24 @@ def test_tenants_and_roles(client, tokens) -> None:
 
 
 def test_runaway_function_does_not_stall_the_gateway(gateway_url) -> None:
-    """Against the real gevent server: a runaway loop (up to 1.5 s) runs while
-    other requests keep being answered promptly."""
+    """Against the real gevent server: while a runaway loop (up to 1.5 s)
+    runs, other requests keep being answered.
+
+    Behaviour, not speed: the runaway is known to run once it holds its
+    tenant's only function slot (a cheap call of the same tenant is then
+    refused for concurrency), and the data requests must be answered while
+    its call is still open.  A blocked hub would answer them only after
+    the runaway ended, when its own answer arrives too."""
+    from gateway.settings import Settings
+
+    assert Settings().function_concurrency_free == 1, "the probe below relies on one function slot per free tenant"
     token = login(gateway_url, "alice@test.com")
     headers = auth(token)
-    deployed = requests.put(f"{gateway_url}/functions/runaway?fuel=1000000000&timeout_ms=1500",
-                            data=example_wasm("bad_infinite_loop"), headers={**headers, "Content-Type": WASM})
-    assert deployed.status_code in (200, 201), deployed.text
+    for name, example, query in (("runaway", "bad_infinite_loop", "?fuel=1000000000&timeout_ms=1500"),
+                                 ("runaway-probe", "add", "")):
+        deployed = requests.put(f"{gateway_url}/functions/{name}{query}", data=example_wasm(example),
+                                headers={**headers, "Content-Type": WASM}, timeout=30)
+        assert deployed.status_code in (200, 201), deployed.text
     outcome = {}
 
     def run() -> None:
@@ -131,19 +143,25 @@ def test_runaway_function_does_not_stall_the_gateway(gateway_url) -> None:
 
     runner = threading.Thread(target=run)
     runner.start()
-    time.sleep(0.2)
-    latencies = []
-    while runner.is_alive() and len(latencies) < 20:
-        started = time.perf_counter()
-        assert requests.get(f"{gateway_url}/data/products?limit=1", headers=headers, timeout=5).status_code == 200
-        latencies.append(time.perf_counter() - started)
-        time.sleep(0.02)
+    deadline = time.monotonic() + RUNAWAY_START_DEADLINE_S
+    while True:
+        probe = requests.post(f"{gateway_url}/functions/runaway-probe/invoke", json={"export": "add", "args": [1, 2]},
+                              headers=headers, timeout=30)
+        if probe.status_code == 429 and probe.json()["code"] == "function_concurrency_limit":
+            break
+        assert probe.status_code == 200, probe.text
+        assert runner.is_alive(), f"the runaway ended before it was seen running: {outcome['response'].text}"
+        assert time.monotonic() < deadline, f"the runaway did not start within {RUNAWAY_START_DEADLINE_S} s"
+    answered_while_running = 0
+    while runner.is_alive() and answered_while_running < 20:
+        assert requests.get(f"{gateway_url}/data/products?limit=1", headers=headers, timeout=30).status_code == 200
+        answered_while_running += runner.is_alive()
     runner.join()
     # Stopped by its wall-clock limit or by its (maximal) fuel budget, whichever comes first.
     assert outcome["response"].json()["code"] in ("function_timeout", "function_out_of_fuel")
-    assert len(latencies) >= 5, "the loop finished before other requests could be measured"
-    # Each answered in well under the runaway's 1.5 s: the hub was free.
-    assert max(latencies) < 0.5, latencies
+    # A stalled hub answers at most the request in flight when the runaway
+    # ends before the runner sees its own answer; a free one answers dozens.
+    assert answered_while_running >= 5, answered_while_running
 
 
 STATEFUL = '''(module (memory (export "memory") 1) (global $calls (mut i32) (i32.const 0))

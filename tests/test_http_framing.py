@@ -8,6 +8,7 @@ import json
 import re
 import socket
 import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import pytest
@@ -17,6 +18,7 @@ from tests.gateway_process import extra_gateway
 
 SHAPE = {"code", "message", "details", "hint"}
 SMUGGLED = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+READ_DEADLINE_S = 30.0
 
 
 def connect(url: str, timeout: float = 5.0) -> socket.socket:
@@ -24,11 +26,17 @@ def connect(url: str, timeout: float = 5.0) -> socket.socket:
     return socket.create_connection((parts.hostname, parts.port), timeout=timeout)
 
 
-def read_until_closed(sock: socket.socket, limit_s: float = 5.0) -> tuple[bytes, bool]:
-    """Everything the server sends within ``limit_s``, and whether it closed."""
+def read_until_closed(sock: socket.socket, limit_s: float = READ_DEADLINE_S,
+                      until: Callable[[bytes], bool] | None = None) -> tuple[bytes, bool]:
+    """Everything the server sends until it closes, ``until(received)`` holds
+    or ``limit_s`` passes (a generous deadline: the answers and closes waited
+    for come in milliseconds, so only a broken server reaches it); and
+    whether it closed."""
     received = b""
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
+        if until is not None and until(received):
+            return received, False
         sock.settimeout(max(0.05, deadline - time.monotonic()))
         try:
             data = sock.recv(65536)
@@ -42,13 +50,28 @@ def read_until_closed(sock: socket.socket, limit_s: float = 5.0) -> tuple[bytes,
     return received, False
 
 
-def exchange(url: str, raw: bytes, limit_s: float = 5.0) -> tuple[bytes, bool]:
+def exchange(url: str, raw: bytes, until: Callable[[bytes], bool] | None = None) -> tuple[bytes, bool]:
     with connect(url) as sock:
         try:
             sock.sendall(raw)
         except (BrokenPipeError, ConnectionResetError):
             pass
-        return read_until_closed(sock, limit_s)
+        return read_until_closed(sock, until=until)
+
+
+def responses(count: int) -> Callable[[bytes], bool]:
+    """``until`` for a keep-alive connection, which the server leaves open:
+    ``count`` responses arrived, the last one with its whole body."""
+
+    def arrived(stream: bytes) -> bool:
+        if len(statuses(stream)) < count:
+            return False
+        head, separator, body = stream[stream.rindex(b"HTTP/1.1 "):].partition(b"\r\n\r\n")
+        lengths = [int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")]
+        return bool(separator) and len(body) >= (lengths[0] if lengths else 0)
+
+    return arrived
 
 
 def statuses(stream: bytes) -> list[int]:
@@ -94,8 +117,7 @@ def test_chunked_body_over_the_limit_is_413(gateway_url) -> None:
     payload = b'{"email":"' + b"a" * limit + b'","password":"whatever-pass"}'
     chunked = b"".join(b"%x\r\n%s\r\n" % (len(part), part)
                        for part in (payload[i:i + 65536] for i in range(0, len(payload), 65536)))
-    stream, closed = exchange(gateway_url, post_login(b"Transfer-Encoding: chunked\r\n", chunked + b"0\r\n\r\n"),
-                              limit_s=10)
+    stream, closed = exchange(gateway_url, post_login(b"Transfer-Encoding: chunked\r\n", chunked + b"0\r\n\r\n"))
     assert statuses(stream) == [413], stream[:300]
     assert first_json_body(stream).keys() == SHAPE
     assert closed
@@ -115,7 +137,7 @@ def test_a_large_unread_body_closes_the_connection_and_says_so(gateway_url) -> N
 def test_chunked_body_under_the_limit_still_works(gateway_url) -> None:
     payload = b'{"email":"bob@test.com","password":"wrong-password"}'
     request = post_login(b"Transfer-Encoding: chunked\r\n", b"%x\r\n%s\r\n0\r\n\r\n" % (len(payload), payload))
-    stream, _ = exchange(gateway_url, request + SMUGGLED, limit_s=2)
+    stream, _ = exchange(gateway_url, request + SMUGGLED, until=responses(2))
     assert statuses(stream) == [401, 200], stream[:300]
 
 
@@ -146,7 +168,7 @@ def test_head_answers_like_get_without_a_body(gateway_url, tokens) -> None:
     head = b"HEAD /data/products HTTP/1.1\r\nHost: x\r\nAuthorization: " + token + b"\r\n\r\n"
     with connect(gateway_url) as sock:
         sock.sendall(head + SMUGGLED)
-        stream, _ = read_until_closed(sock, limit_s=2)
+        stream, _ = read_until_closed(sock, until=responses(2))
     # The HEAD answer's headers are followed directly by the next response.
     assert statuses(stream) == [200, 200], stream[:500]
     head_response, _, rest = stream.partition(b"\r\n\r\n")
@@ -158,26 +180,26 @@ def test_idle_and_slow_connections_time_out(running_stack, tmp_path) -> None:
     with extra_gateway(running_stack, tmp_path, http_idle_timeout_s=1, http_header_timeout_s=1.5) as url:
         # A connection that never sends a byte is closed after the idle timeout.
         with connect(url) as sock:
-            stream, closed = read_until_closed(sock, limit_s=4)
+            stream, closed = read_until_closed(sock)
             assert closed and stream == b""
         # Headers trickled slower than the deadline: 408 in the JSON shape.
         with connect(url) as sock:
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
             received = b""
             started = time.monotonic()
-            while not received and time.monotonic() - started < 4:
+            while not received and time.monotonic() - started < READ_DEADLINE_S:
                 sock.sendall(b"X: y\r\n")  # each line well within the idle timeout
                 sock.settimeout(0.3)
                 try:
                     received = sock.recv(65536)
                 except TimeoutError:
                     pass
-            rest, closed = read_until_closed(sock, limit_s=5)  # the server lingers up to 2 s
+            rest, closed = read_until_closed(sock)  # the server lingers up to 2 s
             stream = received + rest
             assert statuses(stream) == [408] and first_json_body(stream).keys() == SHAPE, stream[:300]
             assert closed
         # A keep-alive connection is closed once idle.
         with connect(url) as sock:
             sock.sendall(SMUGGLED)
-            stream, closed = read_until_closed(sock, limit_s=4)
+            stream, closed = read_until_closed(sock)
             assert statuses(stream) == [200] and closed

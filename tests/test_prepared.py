@@ -25,8 +25,10 @@ TENANTS_OF_PRODUCTS = "SELECT DISTINCT tenant_id::text FROM products WHERE price
 @pytest.fixture(scope="module")
 def one_connection_app(app_config):
     """An app whose pool has one connection, so every transaction below
-    runs on the same server session (where prepared statements live)."""
-    return create_app({**app_config, "db_pool_size": 1})
+    runs on the same server session (where prepared statements live).
+    Budgets off: a pool of one cannot leave a connection to other tenants,
+    so the budgets refuse it (gateway/budgets.py, db_connections)."""
+    return create_app({**app_config, "db_pool_size": 1, "budgets_enabled": False})
 
 
 def prepared_on_the_connection(app) -> dict[str, str]:
@@ -141,7 +143,7 @@ def test_failed_prepared_write_writes_nothing(one_connection_app) -> None:
 
 
 def test_least_recently_used_shapes_are_deallocated(app_config) -> None:
-    small = create_app({**app_config, "db_pool_size": 1, "db_prepared_statements": 2})
+    small = create_app({**app_config, "db_pool_size": 1, "budgets_enabled": False, "db_prepared_statements": 2})
     with small.app_context():
         for n in range(4):
             with tenant_transaction(ALICE, single_statement=True) as cur:
@@ -152,7 +154,7 @@ def test_least_recently_used_shapes_are_deallocated(app_config) -> None:
 
 
 def test_zero_turns_preparation_off(app_config) -> None:
-    off = create_app({**app_config, "db_pool_size": 1, "db_prepared_statements": 0})
+    off = create_app({**app_config, "db_pool_size": 1, "budgets_enabled": False, "db_prepared_statements": 0})
     with off.app_context():
         for _ in range(2):
             with tenant_transaction(ALICE, single_statement=True) as cur:

@@ -13,6 +13,8 @@ from storage3.exceptions import StorageApiError
 
 from tests.storage_helpers import api_error, storage_client, unique
 
+EXPIRY_DEADLINE_S = 30.0
+
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
 
 
@@ -205,9 +207,14 @@ def test_signed_download_urls(clients, alice_bucket, gateway_url) -> None:
     tampered = requests.get(url[:-3] + ("AAA" if not url.endswith("AAA") else "BBB"), timeout=10)
     assert tampered.status_code == 400
     short = files.create_signed_url("dir/other.txt", 1)["signedURL"]
-    time.sleep(2.1)
-    expired = requests.get(short, timeout=10)
-    assert expired.status_code == 400 and "expired" in expired.json()["message"]
+    # Polled, not slept: the 1 s URL must become refused as expired (and
+    # stay so) within a generous deadline, however slow the machine.
+    deadline = time.monotonic() + EXPIRY_DEADLINE_S
+    while (expired := requests.get(short, timeout=10)).status_code == 200:
+        assert time.monotonic() < deadline, f"a 1 s signed URL still worked after {EXPIRY_DEADLINE_S} s"
+        time.sleep(0.2)
+    assert expired.status_code == 400 and "expired" in expired.json()["message"], expired.text
+    assert requests.get(short, timeout=10).status_code == 400
     many = files.create_signed_urls(["dir/other.txt", "dir/absent.txt"], 60)
     assert many[0]["error"] is None and requests.get(many[0]["signedURL"], timeout=10).content == b"other bytes"
     assert many[1]["signedURL"] is None and many[1]["error"]

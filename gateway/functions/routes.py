@@ -15,7 +15,7 @@ import wasmtime
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from gateway.auth.identity import current_claims
-from gateway.bodies import raw_json_body
+from gateway.bodies import check_parsed_json, raw_json_body
 from gateway.db import tenant_transaction
 from gateway.errors import ApiError
 from gateway.functions.fairness import (
@@ -149,14 +149,18 @@ def delete_function(name: str) -> Response:
 
 
 def _strict_json_body() -> Any:
-    """The invocation body, parsed strictly (orjson): NaN, Infinity, lone
-    surrogates and nesting deeper than orjson's limit are 400, so nothing
-    reaches a function that is not JSON."""
+    """The invocation body, refused (400) where every other route's
+    ``bodies.parse_json`` refuses it.  orjson parses (fast) and already
+    refuses NaN, Infinity, overflowing numbers and lone surrogates; the
+    shared checks then refuse what it lets through: NUL characters and
+    nesting deeper than APPRUN_MAX_JSON_DEPTH."""
     raw = raw_json_body()
     try:
-        return orjson.loads(raw)
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, "PGRST102", "malformed JSON body", details=str(exc)[:300]) from None
+    check_parsed_json(raw, value, current_app.config["APPRUN_SETTINGS"].max_json_depth)
+    return value
 
 
 @bp.post("/functions/<name>/invoke")
