@@ -123,3 +123,45 @@ def tokens(app) -> dict[str, str]:
 
 def auth(token: str, **extra: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}", **extra}
+
+
+#: A tenant's WASM time budget is per gateway process and outlives a test:
+#: a test whose calls ran for seconds leaves its tenant in debt (429
+#: function_time_budget) for the next test on the shared gateway.
+SETTLE_FUNCTION = "time-settle-probe"
+SETTLE_DEADLINE_S = 30.0
+
+
+def settle_wasm_time(gateway_url: str, token: str) -> None:
+    """Return once the token's tenant may run a function again on the shared
+    gateway: poll a cheap call, waiting out each 429's Retry-After."""
+    import time
+
+    from wasm.build import example_wasm
+
+    deadline = time.monotonic() + SETTLE_DEADLINE_S
+    url = f"{gateway_url}/functions/{SETTLE_FUNCTION}"
+    while True:
+        response = requests.post(url + "/invoke", json={"export": "add", "args": [1, 2]}, headers=auth(token),
+                                 timeout=30)
+        if response.status_code == 404:
+            response = requests.put(url, data=example_wasm("add"), timeout=30,
+                                    headers=auth(token, **{"Content-Type": "application/wasm"}))
+            if response.status_code in (200, 201):
+                continue
+        if response.status_code == 200:
+            return
+        assert response.status_code == 429 and time.monotonic() < deadline, response.text
+        time.sleep(min(float(response.headers.get("Retry-After", "1")), 1.0))
+
+
+@pytest.fixture()
+def wasm_time_settled(request: pytest.FixtureRequest) -> None:
+    """Before a test that calls functions on the shared gateway, the seed
+    tenants are out of WASM time debt left by an earlier test (any order)."""
+    if "gateway_url" not in request.fixturenames:
+        return
+    gateway_url = request.getfixturevalue("gateway_url")
+    tokens = request.getfixturevalue("tokens")
+    for admin in ("alice", "charlie"):   # one admin per seed tenant (deploy needs admin)
+        settle_wasm_time(gateway_url, tokens[admin])

@@ -20,6 +20,9 @@ from gateway.settings import Settings, SettingsError
 from tests.conftest import TENANT_1, TENANT_2, auth
 from wasm.build import example_wasm
 
+# Calls on the shared gateway start with the seed tenants out of WASM time debt.
+pytestmark = pytest.mark.usefixtures("wasm_time_settled")
+
 # Bound by time, not fuel: a chain of 16 dependent square roots costs about
 # 21 fuel per iteration but hundreds of cycles, so 1e9 fuel lasts ~9 s here
 # (4x the 2 s limit; bulk memory ops would not do, wasmtime charges them by

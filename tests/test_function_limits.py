@@ -12,6 +12,9 @@ import requests
 from tests.conftest import auth
 from wasm.build import example_wasm
 
+# Calls on the shared gateway start with the seed tenants out of WASM time debt.
+pytestmark = pytest.mark.usefixtures("wasm_time_settled")
+
 WAT = "text/plain"
 MIB = 1024 * 1024
 

@@ -10,6 +10,9 @@ import requests
 from tests.conftest import auth, login
 from wasm.build import example_wasm
 
+# Calls on the shared gateway start with the seed tenants out of WASM time debt.
+pytestmark = pytest.mark.usefixtures("wasm_time_settled")
+
 WASM = "application/wasm"
 RUNAWAY_START_DEADLINE_S = 30.0  # generous: only reached when something is broken
 
