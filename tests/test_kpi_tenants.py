@@ -22,8 +22,8 @@ from kpi.tenants import (
     fairness_values,
     noisy_settings_error,
     p95_ratio,
-    refused_counter,
     refusals,
+    refused_counter,
     tenant_rows,
 )
 from kpi.thresholds import ThresholdsError, parse
