@@ -23,7 +23,7 @@ from locust import LoadTestShape
 
 from kpi import live, tenants, windows
 from kpi.pacing import PER_USER_RPS
-from kpi.seed import SEED_USERS_BY_NAME, tenant_tag
+from kpi.seed import tenant_tag
 from kpi.thresholds import Thresholds
 
 log = logging.getLogger("apprun.kpi")
@@ -99,8 +99,8 @@ class KpiLoadShape(LoadTestShape):
                 start = int(time.time())
                 run.burst_window = [start, start + math.ceil(options.burst_for)]
                 log.info("noisy: %s bursts for %.0f s", run.noisy_tenant, options.burst_for)
-            noisy_tenant = tenant_tag(SEED_USERS_BY_NAME[options.noisy_user].tenant_id)
-            extra = tenants.burst_users(users, tenant_weights(steady), noisy_tenant, options.burst_multiple)
+            extra = tenants.burst_users(users, tenant_weights(steady), run.noisy_tenant or "",
+                                        options.burst_multiple)
             return users + extra, float(max(1, extra)), burst
         if phase == tenants.AFTER and run.burst_window is not None and run.burst_window[1] > time.time():
             run.burst_window[1] = int(time.time())      # the burst ended early (a slow tick)
