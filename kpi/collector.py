@@ -16,8 +16,9 @@ from kpi.evaluate import RequestSeries, Snapshot
 
 class Collector:
     def __init__(self) -> None:
-        # second -> {"method name": [duration buckets, failures, latency buckets]}
-        # (buckets: kpi/histogram.py, {str(index): count} so they ship as JSON keys)
+        # second -> {"tenant method name": [duration buckets, failures, latency buckets]}
+        # (buckets: kpi/histogram.py, {str(index): count} so they ship as JSON keys;
+        # the tenant tag and the method have no spaces, the tenant may be "")
         self.buckets: dict[int, dict[str, list[Any]]] = {}
         self.counters: dict[int, dict[str, int]] = {}
         # second -> {"gauge|where": [values]}: the generator's own figures (kpi/validity.py)
@@ -25,11 +26,11 @@ class Collector:
         self._lock = threading.Lock()
 
     def request(self, second: int, method: str, name: str, response_time_ms: float, failed: bool,
-                latency_ms: float | None = None) -> None:
+                latency_ms: float | None = None, tenant: str = "") -> None:
         """One request: its service time (``http_req_duration``) and its
         latency from when it was due (``http_req_latency``; the service time
-        when it had no due time)."""
-        key = f"{method} {name}"
+        when it had no due time), under its persona's tenant tag."""
+        key = request_key(tenant, method, name)
         latency = response_time_ms if latency_ms is None else latency_ms
         with self._lock:
             entry = self.buckets.setdefault(second, {}).setdefault(key, [{}, 0, {}])
@@ -100,8 +101,7 @@ class Collector:
                 if not start_s <= second < end_s:
                     continue
                 for key, (durations, failures, latencies) in entries.items():
-                    method, _, name = key.partition(" ")
-                    series = snapshot.requests.setdefault((method, name), RequestSeries())
+                    series = snapshot.requests.setdefault(split_key(key), RequestSeries())
                     series.merge(RequestSeries(histogram.values(durations), failures, histogram.values(latencies)))
             totals: dict[str, int] = {}
             for counters in self.counters.values():
@@ -128,6 +128,30 @@ class Collector:
                 rows.append((second, sum(durations.values()), failures, histogram.values(durations),
                              histogram.values(latencies)))
         return rows
+
+
+    def per_second_by_tenant(self) -> dict[str, list[tuple[int, dict[float, int]]]]:
+        """tenant -> [(second, service-time histogram {ms: count})] in time
+        order, for the report's per-tenant chart."""
+        by_tenant: dict[str, dict[int, dict[str, int]]] = {}
+        with self._lock:
+            for second, entries in self.buckets.items():
+                for key, (durations, _failures, _latencies) in entries.items():
+                    merged = by_tenant.setdefault(split_key(key)[2], {}).setdefault(second, {})
+                    for index, count in durations.items():
+                        _add(merged, index, count)
+        return {tenant: [(second, histogram.values(seconds[second])) for second in sorted(seconds)]
+                for tenant, seconds in sorted(by_tenant.items())}
+
+
+def request_key(tenant: str, method: str, name: str) -> str:
+    return f"{tenant} {method} {name}"
+
+
+def split_key(key: str) -> tuple[str, str, str]:
+    """A bucket key -> (method, name, tenant), the Snapshot's request key."""
+    tenant, method, name = key.split(" ", 2)
+    return method, name, tenant
 
 
 def _add(buckets: dict[str, int], index: str, count: int) -> None:

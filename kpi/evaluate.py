@@ -55,7 +55,8 @@ def low_confidence(expression: Expression, samples: int) -> str:
 @dataclass
 class Snapshot:
     duration_s: float
-    requests: dict[tuple[str, str], RequestSeries] = field(default_factory=dict)  # (method, name)
+    # (method, name, tenant tag); the tag is "" for a request without a tenant
+    requests: dict[tuple[str, str, str], RequestSeries] = field(default_factory=dict)
     samples: dict[str, list[float]] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
     values: dict[str, float] = field(default_factory=dict)
@@ -77,10 +78,12 @@ class Verdict:
 def _matching(snapshot: Snapshot, threshold: Threshold) -> RequestSeries:
     merged = RequestSeries()
     tags = dict(threshold.tags)
-    for (method, name), series in snapshot.requests.items():
+    for (method, name, tenant), series in snapshot.requests.items():
         if "name" in tags and tags["name"] != name:
             continue
         if "method" in tags and tags["method"].upper() != method.upper():
+            continue
+        if "tenant" in tags and tags["tenant"] != tenant:
             continue
         merged.merge(series)
     return merged

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kpi.collector import Collector
+from kpi.tenants import refused_counter
 
 collector = Collector()
 
@@ -41,10 +42,14 @@ def record_violation(counter: str) -> None:
 
 
 def record_request(method: str, name: str, response_time_ms: float, failed: bool,
-                   latency_ms: float | None = None) -> None:
+                   latency_ms: float | None = None, tenant: str = "", status: int | None = None) -> None:
     """One request's service time (Locust's response_time) and its latency
-    from when it was due (None: it had no due time; the service time)."""
-    collector.request(int(time.time()), method, name, response_time_ms, failed, latency_ms)
+    from when it was due (None: it had no due time; the service time), under
+    its tenant's tag; a 429 answer is also counted for its tenant."""
+    second = int(time.time())
+    collector.request(second, method, name, response_time_ms, failed, latency_ms, tenant)
+    if status == 429:
+        collector.count(second, refused_counter(tenant))
 
 
 def record_dropped(sends: int) -> None:

@@ -12,6 +12,7 @@ from kpi import windows
 from kpi.evaluate import Snapshot, Verdict, evaluate
 from kpi.hooks import collector
 from kpi.state import RunState
+from kpi.tenants import NoisyRun
 from kpi.thresholds import Thresholds
 from kpi.validity import ValidityCheck
 
@@ -20,8 +21,10 @@ run = RunState()
 
 def figures() -> windows.RunFigures:
     sampler = run.sampler
+    burst = tuple(run.burst_window) if run.burst_window else None
+    noisy = NoisyRun(run.noisy_tenant, burst) if run.noisy_tenant is not None else None  # type: ignore[arg-type]
     return windows.RunFigures(collector, sampler.samples if sampler is not None else (), run.preflight,
-                              os.cpu_count() or 1)
+                              os.cpu_count() or 1, noisy)
 
 
 def judged_window(thresholds: Thresholds) -> tuple[int, int]:
@@ -36,6 +39,11 @@ def snapshot_now(thresholds: Thresholds) -> Snapshot:
 
 def live_verdicts(thresholds: Thresholds) -> list[Verdict]:
     return evaluate(snapshot_now(thresholds), thresholds) if run.started_at else []
+
+
+def tenants_now(thresholds: Thresholds) -> list[dict]:
+    """The per-tenant rows of the judged window so far (the KPIs tab)."""
+    return windows.tenant_table(figures(), *judged_window(thresholds)) if run.started_at else []
 
 
 def validity_now(thresholds: Thresholds) -> list[ValidityCheck]:

@@ -21,7 +21,7 @@ import gevent
 from locust import events
 from locust.runners import WorkerRunner
 
-from kpi import baseline, generator, live, preflight, webui, windows
+from kpi import baseline, generator, live, preflight, tenants, webui, windows
 from kpi import options as kpi_options
 from kpi.evaluate import evaluate, format_table
 from kpi.hooks import (
@@ -34,8 +34,10 @@ from kpi.hooks import (
 from kpi.lifecycle import EmbeddedStack, StackStartError, start_embedded_stack
 from kpi.pacing import DUE_AT, PER_USER_RPS, latency_from_due
 from kpi.sampler import summarize_by_component
+from kpi.seed import SEED_USERS_BY_NAME
 from kpi.shapes import KpiLoadShape
 from kpi.target import loopback_error
+from kpi.tenants import NO_TENANT, TENANT_CONTEXT_KEY
 from kpi.thresholds import Thresholds, ThresholdsError, load
 from kpi.validity import cause
 
@@ -57,10 +59,12 @@ _stack: EmbeddedStack | None = None
 
 @events.request.add_listener
 def _on_request(request_type, name, response_time, exception, context=None, start_time=None,  # type: ignore[no-untyped-def]
-                **_kwargs) -> None:
+                response=None, **_kwargs) -> None:
     response_time = response_time or 0.0
+    context = context or {}
     record_request(request_type, name, response_time, exception is not None,
-                   latency_from_due((context or {}).get(DUE_AT), start_time, response_time))
+                   latency_from_due(context.get(DUE_AT), start_time, response_time),
+                   context.get(TENANT_CONTEXT_KEY, NO_TENANT), getattr(response, "status_code", None))
 
 
 @events.report_to_master.add_listener
@@ -116,6 +120,12 @@ def _init(environment, **_kwargs) -> None:  # type: ignore[no-untyped-def]
         live.run.baseline_source = options.baseline
     elif environment.apprun_thresholds.regression:
         log.warning("regression: limits are judged only with --baseline <summary.json>")
+    if options.load_profile == "noisy":
+        refused = tenants.noisy_settings_error(options.burst_after, options.burst_for, options.burst_multiple,
+                                               environment.apprun_thresholds.warmup_s, options.run_time)
+        if refused:
+            _refuse(environment, "invalid noisy profile: %s", refused)
+        live.run.noisy_tenant = SEED_USERS_BY_NAME[options.noisy_user].tenant
     report_dir = Path(options.report_dir) / time.strftime("%Y%m%d-%H%M%S")
     report_dir.mkdir(parents=True, exist_ok=True)
     environment.apprun_report_dir = report_dir
@@ -158,6 +168,7 @@ def _test_start(environment, **_kwargs) -> None:  # type: ignore[no-untyped-def]
         finally:
             run.preflight_running = False
     gevent.spawn(_sample_resources, environment)
+    run.load_began_at = time.time()      # the noisy profile's burst counts from here
     thresholds: Thresholds = environment.apprun_thresholds
     if thresholds.abort_on_fail and environment.parsed_options.load_profile != "stress":
         gevent.spawn(_abort_watch, environment, thresholds)  # stress runs until a KPI breaks
@@ -219,6 +230,7 @@ def _judge(environment: Any) -> None:
     if environment.apprun_baseline:
         run.deltas = baseline.compare(run.verdicts, environment.apprun_baseline, thresholds.regression)
     run.latency = windows.latency_side_by_side(snapshot)
+    run.tenants = windows.tenant_table(figures, start_s, end_s)
     run.totals = windows.totals(collector.snapshot(0, end_s + 3600))   # the whole run, cleanup included
     run.dropped_iterations = snapshot.counters.get("dropped_iterations", 0)
     run.cost = windows.stack_cost(windows.samples_between(figures.samples, start_s, end_s),
@@ -232,6 +244,8 @@ def _judge(environment: Any) -> None:
         print(f"{name}: p50 {figures['p50']} ms, p95 {figures['p95']} ms, p99 {figures['p99']} ms, "
               f"max {figures['max']} ms over {figures['count']:.0f} requests")
     print(f"dropped_iterations: {run.dropped_iterations}")
+    for row in run.tenants:
+        print(f"tenant {row['tenant']}: {tenants.text(row)}")
     for delta in run.deltas:
         print(f"vs baseline: {delta.metric} {delta.threshold}: {delta.describe()}")
     print("measurement validity: " + "; ".join(check.describe() for check in run.validity))

@@ -28,6 +28,49 @@ def _mark_window(ax: Any, window: tuple[int, int] | None, t0: float) -> None:
         ax.axvspan(window[0] - t0, window[1] - t0, color="tab:green", alpha=0.08, label="judged")
 
 
+def _tenant_chart(report_dir: Path, collector: Collector, window: tuple[int, int] | None,
+                  burst: list[int] | None, noisy_tenant: str | None) -> list[str]:
+    """Each tenant's p95 service time per second, the burst shaded: in the
+    noisy profile the quiet tenants' lines should not move with it."""
+    by_tenant = {tenant or "(none)": rows for tenant, rows in collector.per_second_by_tenant().items()}
+    if not by_tenant:
+        return []
+    t0 = min(rows[0][0] for rows in by_tenant.values())
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for tenant, rows in by_tenant.items():
+        role = "" if noisy_tenant is None else (" (noisy)" if tenant == noisy_tenant else " (quiet)")
+        ax.plot([second - t0 for second, _ in rows], [histogram_percentile(h, 95) or 0 for _, h in rows],
+                linestyle="--" if role == " (noisy)" else "-", label=f"{tenant}{role} p95")
+    _mark_window(ax, window, t0)
+    if burst:
+        ax.axvspan(burst[0] - t0, burst[1] - t0, color="tab:red", alpha=0.12, label=f"burst of {noisy_tenant}")
+    ax.set(xlabel="s (by when each response ended)", ylabel="ms", yscale="log",
+           title="p95 service time per tenant (http_req_duration{tenant:...}), per second")
+    ax.legend(fontsize="small")
+    fig.savefig(report_dir / "tenant_latency_over_time.png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return ["tenant_latency_over_time.png"]
+
+
+def _tenant_table(rows: list[dict[str, Any]], noisy: bool) -> list[str]:
+    """The per-tenant table: the figures of summary.json's "tenants"."""
+    if not rows:
+        return []
+    head = "| tenant | requests | failed | 429s (whole run) | p50 ms | p95 ms | p99 ms | p95 from due time ms |"
+    rule = "|---|---|---|---|---|---|---|---|"
+    if noisy:
+        head += " role | p95 before burst ms | p95 during burst ms | ratio |"
+        rule += "---|---|---|---|"
+    lines = [head, rule]
+    for r in rows:
+        line = (f"| {r['tenant']} | {r['requests']} | {r['failures']} | {r['refused_429']} | {r['p50_ms']} | "
+                f"{r['p95_ms']} | {r['p99_ms']} | {r['latency_p95_ms']} |")
+        if noisy:
+            line += f" {r['role']} | {r['p95_before_ms']} | {r['p95_burst_ms']} | {r['p95_ratio']} |"
+        lines.append(line)
+    return lines
+
+
 def _charts(report_dir: Path, collector: Collector, sampler: Any, window: tuple[int, int] | None) -> list[str]:
     rows = collector.per_second()
     made = []
@@ -139,6 +182,7 @@ def write(report_dir: Path, environment, run: RunState, collector: Collector, em
     verdicts = run.verdicts
     errors = sorted(environment.stats.errors.values(), key=lambda e: -e.occurrences)[:10]
     charts = _charts(report_dir, collector, run.sampler, run.judged_window)
+    charts += _tenant_chart(report_dir, collector, run.judged_window, run.burst_window, run.noisy_tenant)
     data = {
         "verdict": run.verdict,
         "inconclusive_cause": cause(run.validity) or None,
@@ -160,6 +204,10 @@ def write(report_dir: Path, environment, run: RunState, collector: Collector, em
         "baseline": {"source": run.baseline_source, "deltas": [d.to_json() for d in run.deltas]}
         if run.baseline_source else None,
         "latency": run.latency,
+        "tenants": run.tenants,
+        "noisy": {"tenant": run.noisy_tenant, "user": options.noisy_user, "burst_window": run.burst_window,
+                  "burst_after_s": options.burst_after, "burst_for_s": options.burst_for,
+                  "burst_multiple": options.burst_multiple} if run.noisy_tenant is not None else None,
         "dropped_iterations": run.dropped_iterations,
         "floor": run.preflight.get("floor"),
         "cost": run.cost,
@@ -203,6 +251,16 @@ def write(report_dir: Path, environment, run: RunState, collector: Collector, em
                        "the request was due on the user's fixed schedule to its response's end, so a stall "
                        "shows in full (no coordinated omission). Dropped iterations: "
                        f"{data['dropped_iterations']} (sends due within the run that were never made).")]
+    if data["tenants"]:
+        noisy = data["noisy"]
+        lines += ["", "## Tenants (judged window)", ""]
+        if noisy:
+            lines += [(f"Noisy profile: {noisy['user']}'s {noisy['tenant']} burst to {noisy['burst_multiple']:g}x "
+                       f"its share for {noisy['burst_for_s']:g} s, {noisy['burst_after_s']:g} s after the load "
+                       "began (shaded in the per-tenant chart); the other tenants are quiet. The ratio is the p95 "
+                       "during the burst over the p95 before it (from the end of the warm-up); "
+                       "`tenant_p95_ratio` is the worst quiet tenant's."), ""]
+        lines += _tenant_table(data["tenants"], bool(noisy))
     lines += ["", "## Measurement validity (judged window)", "",
               "| budget | where | measured | budget | ok |", "|---|---|---|---|---|"]
     lines += [f"| {c['description']} | {c['where']} | {'not measured' if c['measured'] is None else c['measured']} | "

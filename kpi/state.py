@@ -14,6 +14,7 @@ from kpi.validity import ValidityCheck, breaches
 @dataclass
 class RunState:
     started_at: float | None = None          # test_start (before the pre-flight)
+    load_began_at: float | None = None       # the end of test_start (after the pre-flight): the load begins
     load_stopped_at: float | None = None     # test_stop
     preflight_running: bool = False
     preflight: dict[str, Any] = field(default_factory=dict)
@@ -32,11 +33,15 @@ class RunState:
     baseline_source: str = ""                # --baseline
     deltas: list[Delta] = field(default_factory=list)       # each KPI against the baseline
     sampler: Any = None                      # kpi.sampler.*Sampler of the current run
+    tenants: list[dict[str, Any]] = field(default_factory=list)   # kpi/tenants.py rows, judged window
+    noisy_tenant: str | None = None          # the noisy profile's bursting tenant (None: other profiles)
+    burst_window: list[int] | None = None    # [start, end) epoch seconds of the noisy tenant's burst
 
     def begin_run(self, now: float | None = None) -> None:
         """A new run (headless, or START in the web UI): forget the last one's figures."""
         self.started_at = time.time() if now is None else now
-        self.load_stopped_at = None
+        self.load_stopped_at = self.load_began_at = None
+        self.tenants, self.burst_window = [], None
         self.steps, self.capacity_rps, self.capacity_window, self.aborted = [], None, None, None
         self.verdicts, self.validity, self.judged_window, self.resources, self.cost = [], [], None, {}, {}
         self.latency, self.dropped_iterations, self.deltas, self.totals = {}, 0, [], {}

@@ -5,6 +5,7 @@
     metrics:
       http_req_duration: ["p(95) < 200"]
       "http_req_duration{name:/data/products [list],method:GET}": ["p(95) < 150"]
+      "http_req_duration{tenant:tenant-2}": ["p(95) < 200"]
       http_reqs: ["rps > 500"]
 
 A metric name that is not known, an aggregation a metric does not offer or
@@ -42,6 +43,10 @@ METRICS: dict[str, set[str]] = {
     "wasm_cold_start_ms": {"value", "max", "avg", "med", "p"},
     "wasm_hot_us": {"med", "avg", "p", "max", "min"},         # server-side (X-Function-Duration-Us)
     "wasm_invoke_ms": {"med", "avg", "p", "max", "min"},      # the HTTP round trip of the same calls
+    # The noisy profile's fairness figures (kpi/tenants.py); no samples in other profiles.
+    "tenant_p95_ratio": {"value"},     # the worst quiet tenant's p95 during the burst / before it
+    "quiet_429": {"count"},            # the quiet tenants' requests refused with 429, whole run
+    "noisy_429": {"count"},            # the noisy tenant's, whole run (expected; not failures)
 }
 TAGGABLE = {"http_req_duration", "http_req_latency", "http_reqs", "http_req_failed"}
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
@@ -49,8 +54,8 @@ OPERATORS: dict[str, Callable[[float, float], bool]] = {
 }
 EXPRESSION_RE = re.compile(r"^\s*(?P<agg>p\((?P<pct>\d+(?:\.\d+)?)\)|[a-z]+)\s*(?P<op><=|>=|==|!=|<|>)\s*"
                            r"(?P<value>-?\d+(?:\.\d+)?)\s*$")
-METRIC_KEY_RE = re.compile(r"^(?P<name>[a-z_]+)(?:\{(?P<tags>[^}]*)\})?$")
-TAG_KEYS = {"name", "method"}
+METRIC_KEY_RE = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)(?:\{(?P<tags>[^}]*)\})?$")
+TAG_KEYS = {"name", "method", "tenant"}
 
 
 class ThresholdsError(ValueError):
@@ -128,7 +133,8 @@ def parse_metric_key(key: str) -> tuple[str, tuple[tuple[str, str], ...]]:
         for part in match.group("tags").split(","):
             tag, sep, value = part.partition(":")
             if not sep or tag.strip() not in TAG_KEYS or not value.strip():
-                raise ThresholdsError(f"{key}: tags are name:<request name> and method:<HTTP method>")
+                raise ThresholdsError(f"{key}: tags are name:<request name>, method:<HTTP method> and "
+                                      "tenant:<tenant tag, e.g. tenant-1>")
             tags.append((tag.strip(), value.strip()))
     return name, tuple(sorted(tags))
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import jinja2
 
-from kpi import baseline, live
+from kpi import baseline, live, tenants
 from kpi.baseline import Delta
 from kpi.evaluate import Verdict, measured_text
 from kpi.state import RunState
@@ -29,9 +29,10 @@ TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).wit
 
 
 def tab_rows(verdicts: list[Verdict], thresholds: Thresholds, run: RunState,
-             validity: list[ValidityCheck] | None = None, deltas: list[Delta] | None = None) -> list[dict[str, str]]:
-    """The KPIs tab's rows: one per verdict, the measurement's validity,
-    then what the tab judges."""
+             validity: list[ValidityCheck] | None = None, deltas: list[Delta] | None = None,
+             tenant_rows: list[dict] | None = None) -> list[dict[str, str]]:
+    """The KPIs tab's rows: one per verdict, one per tenant (kpi/tenants.py),
+    the measurement's validity, then what the tab judges."""
     rows = []
     if run.preflight_running:
         rows.append({"kpi": "(pre-flight)", "threshold": "", "result": "",
@@ -43,6 +44,10 @@ def tab_rows(verdicts: list[Verdict], thresholds: Thresholds, run: RunState,
         passed = v.passed and not (delta is not None and delta.regressed)
         rows.append({"kpi": v.key, "threshold": v.expression, "measured": measured,
                      "result": "PASS" if passed else "FAIL"})
+    for row in tenant_rows or []:
+        rows.append({"kpi": f"(tenant {row['tenant']})", "result": "",
+                     "threshold": f"{row['role']} tenant" if row["role"] else "per tenant, not judged",
+                     "measured": tenants.text(row)})
     if validity:
         invalid = breaches(validity)
         rows.append({"kpi": "(measurement validity)", "threshold": "generator and machine budgets",
@@ -91,7 +96,8 @@ def install(environment: Any) -> None:
             verdicts = live.live_verdicts(thresholds)
             deltas = baseline.compare(verdicts, environment.apprun_baseline, thresholds.regression) \
                 if environment.apprun_baseline else []
-            rows = tab_rows(verdicts, thresholds, live.run, live.validity_now(thresholds), deltas)
+            rows = tab_rows(verdicts, thresholds, live.run, live.validity_now(thresholds), deltas,
+                            live.tenants_now(thresholds))
             data["extended_stats"] = [{"key": KPI_TAB_KEY, "data": rows}]
             response.set_data(json.dumps(data))
         elif request.path == "/" and response.mimetype == "text/html":

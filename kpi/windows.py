@@ -17,6 +17,7 @@ from kpi.evaluate import (
     histogram_percentile,
 )
 from kpi.sampler import ResourceSample
+from kpi.tenants import NoisyRun, fairness_values, tenant_rows
 from kpi.thresholds import Thresholds
 from kpi.validity import ValidityCheck, breaches, cause, judge
 
@@ -32,6 +33,7 @@ class RunFigures:
     samples: Sequence[ResourceSample] = ()
     preflight: dict[str, Any] = field(default_factory=dict)
     cpus: int = 1
+    noisy: NoisyRun | None = None      # the noisy profile's tenant and burst
 
 
 def judged_window(started_at: float, first_request_s: int | None, load_stopped_at: float | None,
@@ -64,7 +66,26 @@ def snapshot_between(figures: RunFigures, start_s: int, end_s: int) -> Snapshot:
         snapshot.values["auth_checks_per_s"] = figures.preflight["auth_checks_per_s"]
     for counter in COUNTERS:
         snapshot.counters.setdefault(counter, 0)
+    if figures.noisy is not None:
+        snapshot.values.update(fairness_values(tenant_table(figures, start_s, end_s, snapshot), figures.noisy))
     return snapshot
+
+
+def tenant_table(figures: RunFigures, start_s: int, end_s: int, judged: Snapshot | None = None) -> list[dict]:
+    """One row per tenant over [start_s, end_s) (kpi/tenants.py); in the
+    noisy profile with each tenant's p95 before the burst (from start_s)
+    and during it (until end_s at the latest)."""
+    collector = figures.collector
+    judged = judged if judged is not None else collector.snapshot(start_s, end_s)
+    before = during = None
+    noisy = figures.noisy
+    if noisy is not None and noisy.burst is not None:
+        burst_start, burst_end = noisy.burst
+        if burst_start > start_s:
+            before = collector.snapshot(start_s, min(burst_start, end_s))
+        if end_s > burst_start:
+            during = collector.snapshot(burst_start, min(burst_end, end_s))
+    return tenant_rows(judged, judged.counters, noisy, before, during)
 
 
 def validity_between(figures: RunFigures, thresholds: Thresholds, start_s: int, end_s: int) -> list[ValidityCheck]:

@@ -12,7 +12,7 @@ from kpi.thresholds import ThresholdsError, parse
 def snapshot() -> Snapshot:
     fast = RequestSeries({10: 90, 300: 10}, failures=1)   # p95 = 300
     slow = RequestSeries({500: 10})
-    return Snapshot(duration_s=10, requests={("GET", "/list"): fast, ("POST", "/create"): slow},
+    return Snapshot(duration_s=10, requests={("GET", "/list", "tenant-1"): fast, ("POST", "/create", "tenant-2"): slow},
                     samples={"sut_memory_mb": [300, 500, 400]}, counters={"rbac_violations": 0,
                                                                            "isolation_violations": 2},
                     values={"auth_checks_per_s": 5000})
@@ -59,10 +59,10 @@ def test_warmup_is_excluded() -> None:
     judged = evaluate(collector.snapshot(105, 110), parse({"metrics": {"http_req_duration": ["max < 10"]}}))
     assert judged[0].passed and judged[0].measured == pytest.approx(5, rel=0.01)
     seven = str(bucket(7))
-    collector.merge({"buckets": {"106": {"GET /x": [{seven: 3}, 1, {seven: 3}]}},
+    collector.merge({"buckets": {"106": {" GET /x": [{seven: 3}, 1, {seven: 3}]}},
                      "counters": {"101": {"lost_writes": 2}}})
     merged = collector.snapshot(105, 110)
-    assert merged.requests[("GET", "/x")].failures == 1 and merged.counters["lost_writes"] == 2
+    assert merged.requests[("GET", "/x", "")].failures == 1 and merged.counters["lost_writes"] == 2
 
 
 @pytest.mark.parametrize("data", [

@@ -402,3 +402,72 @@ def test_a_baseline_that_is_not_a_summary_exits_2_before_any_load(tmp_path: Path
         console = result.stdout + result.stderr
         assert result.returncode == 2, console[-3000:]
         assert "invalid baseline" in console and message in console and "Traceback" not in console
+
+
+# --- the noisy profile (issue 13) -------------------------------------------
+# Both runs judge the same file.  What decides them:
+# * quiet_429 == 0: no budget may refuse the quiet tenant for charlie's burst;
+# * noisy_429 > 0: charlie's burst must be held to his plan's budget.  His
+#   burst users keep several spinning calls (each ~2 s, to its time or fuel
+#   limit) in flight while his plan admits one at a time and lets a call wait
+#   at most APPRUN_FUNCTION_QUEUE_WAIT_MS (250 ms) for it: with budgets on he
+#   is refused within the burst's first seconds, on any machine.  With budgets
+#   off nothing in the gateway answers 429 to a logged-in tenant at all (the
+#   login throttle answers only after failed logins; the personas' logins
+#   succeed), so the count is 0 and the run fails (exit 3) whatever the
+#   machine's speed.  That is the deterministic reason this test asserts.
+# * tenant_p95_ratio < 10: generous on purpose (the machine's speed moves the
+#   figures): with budgets on it measured 0.6 and 2.8 here; with budgets off the
+#   quiet tenant's p95 rose 140-270x (its invokes queue behind the spins on the
+#   shared pool), which also fails, but is not what the test relies on.
+NOISY_KPIS = {
+    "http_reqs": ["rps > 40"], "quiet_429": ["count == 0"], "noisy_429": ["count > 0"],
+    "tenant_p95_ratio": ["value < 10"], "http_req_failed{tenant:tenant-1}": ["rate < 0.05"],
+    "http_req_failed": ["rate < 0.05"], "isolation_violations": ["count == 0"],
+}
+BUDGETS_OFF = {"APPRUN_BUDGETS_ENABLED": "false", "APPRUN_FUNCTION_BUDGETS_ENABLED": "false"}
+
+
+def embedded_stack_env(state_dir: Path) -> dict[str, str]:
+    return {"APPRUN_STATE_DIR": str(state_dir), "APPRUN_PG_PORT": str(free_port()),
+            "APPRUN_GATEWAY_PORT": str(free_port()), "APPRUN_TEMPORAL_PORT": str(free_port()),
+            "APPRUN_TEMPORAL_UI_PORT": str(free_port())}
+
+
+def run_noisy(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], dict]:
+    """The noisy profile on a stack of its own (the budgets are the
+    gateway's settings): 12 s steady (4 s warm-up), a 12 s burst, 10 s after."""
+    thresholds = write_thresholds(tmp_path / "noisy.yaml", NOISY_KPIS, warmup_s=4)
+    result = run_locust(["--headless", "--load-profile", "noisy", "--run-time", "34s", "--burst-after", "12",
+                         "--burst-for", "12", "--skip-preflight", "--thresholds", str(thresholds),
+                         "--report-dir", str(tmp_path / "reports")],
+                        {**embedded_stack_env(tmp_path / "state"), **env})
+    return result, summary_of(tmp_path / "reports")
+
+
+def test_noisy_profile_with_budgets_holds_the_quiet_tenant(tmp_path: Path) -> None:
+    result, summary = run_noisy(tmp_path, {})
+    summary_agrees_with_exit_code(summary, result.returncode)
+    assert result.returncode == 0, ([k for k in summary["kpis"] if not k["passed"]], result.stderr[-3000:])
+    rows = {row["tenant"]: row for row in summary["tenants"]}
+    assert (rows["tenant-1"]["role"], rows["tenant-2"]["role"]) == ("quiet", "noisy")
+    measured = {k["metric"]: k["measured"] for k in summary["kpis"]}
+    # One source: the KPIs are the table's figures.
+    assert measured["quiet_429"] == rows["tenant-1"]["refused_429"] == 0
+    assert measured["noisy_429"] == rows["tenant-2"]["refused_429"] > 0
+    assert measured["tenant_p95_ratio"] == rows["tenant-1"]["p95_ratio"]
+    assert rows["tenant-2"]["failures"] == 0          # its 429s (and its spins' ends) are expected
+    start, end = summary["noisy"]["burst_window"]
+    assert summary["noisy"]["tenant"] == "tenant-2" and 11 <= end - start <= 13
+    folder = report_folder(tmp_path / "reports")
+    assert (folder / "tenant_latency_over_time.png").stat().st_size > 1000
+    assert "| tenant-1 |" in (folder / "summary.md").read_text()
+
+
+def test_noisy_profile_without_budgets_fails(tmp_path: Path) -> None:
+    result, summary = run_noisy(tmp_path, BUDGETS_OFF)
+    summary_agrees_with_exit_code(summary, result.returncode)
+    assert result.returncode == 3, result.stderr[-3000:]
+    rows = kpis(summary)
+    assert rows["noisy_429"] == ("count > 0", 0.0, False)       # nothing held charlie: the deterministic fail
+    assert rows["quiet_429"][2] is True
