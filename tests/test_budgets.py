@@ -227,6 +227,8 @@ def test_budgets_off_never_refuse(app_config, tokens) -> None:
                          "budget_plans": {"free": {"data_rps": 0.01, "data_burst": 1}}}).test_client()
     for _ in range(3):
         assert client.get("/data/products?select=id", headers=auth(tokens["alice"])).status_code == 200
+    # One switch for every budget: the WASM budgets are off with the others.
+    assert client.application.extensions["apprun.function_budgets"].enabled is False
 
 
 def test_route_families() -> None:

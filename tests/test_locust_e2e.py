@@ -425,7 +425,7 @@ NOISY_KPIS = {
     "tenant_p95_ratio": ["value < 10"], "http_req_failed{tenant:tenant-1}": ["rate < 0.05"],
     "http_req_failed": ["rate < 0.05"], "isolation_violations": ["count == 0"],
 }
-BUDGETS_OFF = {"APPRUN_BUDGETS_ENABLED": "false", "APPRUN_FUNCTION_BUDGETS_ENABLED": "false"}
+BUDGETS_OFF = {"APPRUN_BUDGETS_ENABLED": "false"}   # every budget, the WASM ones included
 
 
 def embedded_stack_env(state_dir: Path) -> dict[str, str]:

@@ -218,6 +218,8 @@ def init_app(app: Flask) -> None:
     # fits once it is merged; until then tenants.plan is read here (cached).
     app.extensions["apprun.function_budgets"] = FunctionBudgets(
         plan_budgets(settings), plan_of=app.extensions.get("apprun.plan_of") or CachedPlanLookup(plan_from_database),
-        queue_wait_ms=settings.function_queue_wait_ms, enabled=settings.function_budgets_enabled)
+        queue_wait_ms=settings.function_queue_wait_ms,
+        # APPRUN_BUDGETS_ENABLED=0 turns every budget off, these included.
+        enabled=settings.budgets_enabled and settings.function_budgets_enabled)
     app.extensions.setdefault("apprun.shutdown", []).append(runtime.close)
     app.register_blueprint(bp)
