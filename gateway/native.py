@@ -7,6 +7,7 @@ on real threads, so they start through the unpatched primitive.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -47,8 +48,9 @@ class NativePool:
     call runs inline.  Bounded on purpose: every thread that allocates gets
     its own glibc arena, so a wide pool multiplies retained memory."""
 
-    def __init__(self, threads: int) -> None:
+    def __init__(self, threads: int, nice: int = 0) -> None:
         self._pool = None
+        self._nice = nice
         if gevent_patched():
             from gevent.threadpool import ThreadPool
 
@@ -57,4 +59,19 @@ class NativePool:
     def apply(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._pool is None:
             return fn(*args)
+        if self._nice:
+            return self._pool.apply(_at_nice, (self._nice, fn, *args))
         return self._pool.apply(fn, args)
+
+
+def _at_nice(nice: int, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ``fn`` on this pool thread after lowering the thread's priority to
+    ``nice`` (once per thread: Linux keeps a nice value per thread, and
+    ``PRIO_PROCESS`` with 0 names the calling thread).  Lowering needs no
+    privilege; a failure leaves the priority as it was."""
+    try:
+        if os.getpriority(os.PRIO_PROCESS, 0) < nice:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+    except OSError:
+        pass
+    return fn(*args)

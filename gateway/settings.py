@@ -115,6 +115,9 @@ class Settings:
     # instead of fresh mappings per call (gateway/functions/engine.py).
     function_pooling: bool = True
     function_threads: int = 4
+    # Nice value of the WASM pool's threads (0-19; 0 = as the gateway): a
+    # spinning call yields the CPU to the other tenants' requests.
+    function_thread_nice: int = 10
     function_cache_dir: str = ""
     # Per-tenant WASM budgets by tenants.plan (gateway/functions/fairness.py):
     # calls at once (each below function_threads; one spinning call takes a

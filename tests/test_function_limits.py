@@ -205,3 +205,31 @@ def test_nul_in_export_name_is_400(client, tokens) -> None:
                headers=auth(tokens["alice"]))
     # Refused with the body, as on every other route (gateway/bodies.py), before any export lookup.
     assert_error(invoke(client, tokens["bob"], "add", {"export": "add\u0000", "args": [1, 2]}), 400, "PGRST102")
+
+
+def _thread_nice_values(process: psutil.Process) -> dict[int, int]:
+    """Nice value of each thread (task) of ``process``, from /proc."""
+    values = {}
+    for task in Path(f"/proc/{process.pid}/task").iterdir():
+        # Field 19 of stat is nice; the command name (field 2) may hold spaces.
+        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        values[int(task.name)] = int(fields[16])
+    return values
+
+
+def test_wasm_threads_run_below_the_request_path(running_stack, gateway_url, tokens) -> None:
+    """A spinning call takes the CPU other tenants' requests leave, not
+    theirs: the pool's threads run at APPRUN_FUNCTION_THREAD_NICE (10), the
+    gateway's own thread (the hub that serves every request) at 0."""
+    from gateway.settings import Settings
+
+    deployed = requests.put(f"{gateway_url}/functions/nice-add", data=example_wasm("add"), timeout=30,
+                            headers={**auth(tokens["alice"]), "Content-Type": "application/wasm"})
+    assert deployed.status_code in (200, 201), deployed.text
+    answer = requests.post(f"{gateway_url}/functions/nice-add/invoke", json={"export": "add", "args": [1, 2]},
+                           headers=auth(tokens["bob"]), timeout=30)
+    assert answer.status_code == 200, answer.text
+    gateway = gateway_process(running_stack)
+    nice = _thread_nice_values(gateway)
+    assert nice[gateway.pid] == 0
+    assert Settings().function_thread_nice in set(nice.values()) - {0}, nice

@@ -207,6 +207,7 @@ def init_app(app: Flask) -> None:
                         settings.function_timeout_ceiling_ms),
         tick_ms=settings.function_epoch_tick_ms,
         threads=settings.function_threads,
+        thread_nice=settings.function_thread_nice,
         table_elements=settings.function_table_elements,
         pooling=settings.function_pooling,
         cache_dir=settings.function_cache_dir,

@@ -154,6 +154,7 @@ def validate_exports(exports: list[dict[str, Any]]) -> None:
 class FunctionRuntime:
     def __init__(self, *, defaults: Limits, ceilings: Limits, tick_ms: int, threads: int,
                  table_elements: int = 10_000, cache_dir: str = "", pooling: bool = False,
+                 thread_nice: int = 0,
                  on_cold_start: Callable[[float], None] | None = None,
                  on_call: Callable[[float], None] | None = None) -> None:
         # Every store lives on one pool thread and is deleted before that
@@ -171,7 +172,9 @@ class FunctionRuntime:
         self._fingerprint = hashlib.sha256(
             f"wasmtime-{getattr(wasmtime, '__version__', '?')}-fuel-epoch-pooling={pooling}".encode()).hexdigest()[:12]
         self._ticker = EpochTicker(self.engine, tick_ms)
-        self._pool = NativePool(threads)
+        # WASM threads run below the request path (hub, PostgreSQL): a tenant's
+        # spinning call then takes the CPU the others leave, not theirs.
+        self._pool = NativePool(threads, nice=thread_nice)
         self._on_cold_start = on_cold_start
         self._on_call = on_call
 
