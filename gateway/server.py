@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -71,6 +72,17 @@ def pin_malloc_mmap_threshold() -> None:
         pass
 
 
+def freeze_startup_heap() -> None:
+    """Move every object alive after start-up (modules, the app, compiled
+    routes, policies) out of the collector's reach: they live as long as
+    the process, and a full collection otherwise walks them all while the
+    hub waits.  Measured in a kpi run (2026-11-23): full collections took
+    55-73 ms every ~20 s before, 6-7 ms after; the young generations are
+    unchanged.  The collection first leaves no start-up garbage frozen."""
+    gc.collect()
+    gc.freeze()
+
+
 def serve(args: argparse.Namespace) -> int:
     pin_malloc_mmap_threshold()
     from gevent import monkey
@@ -108,6 +120,7 @@ def serve(args: argparse.Namespace) -> int:
 
     gevent.signal_handler(signal.SIGTERM, _stop)
     gevent.signal_handler(signal.SIGINT, _stop)
+    freeze_startup_heap()
     log.info("gateway pid %s serving on http://%s:%s", os.getpid(), args.host, args.port)
     server.serve_forever()
     for hook in app.extensions.get("apprun.shutdown", []):
