@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     config = StackConfig.from_env(overrides)
     try:
         if args.command == "up":
-            state = stack.up(config)
+            state = stack.up(config, detached=True)  # the services run on after this command, until `down`
             print(json.dumps({k: v for k, v in state.to_json().items() if k != "processes"}, indent=2))
             print(f"stack is up; state in {config.state_file}")
         elif args.command == "down":

@@ -93,15 +93,16 @@ def ensure_initdb(config: StackConfig, superuser_password: str) -> Path:
     return data_dir
 
 
-def start(config: StackConfig, superuser_password: str) -> ServiceProcess:
+def start(config: StackConfig, superuser_password: str, detached: bool = False) -> ServiceProcess:
     data_dir = ensure_initdb(config, superuser_password)
     argv = [str(bin_dir(config) / "postgres"), "-D", str(data_dir), "-p", str(config.pg_port),
             "-c", f"listen_addresses={config.host}"]
     for key, value in SERVER_SETTINGS.items():
         argv += ["-c", f"{key}={value}"]
-    # SIGINT is PostgreSQL's "fast" shutdown: roll back clients and stop.
+    # SIGINT is PostgreSQL's "fast" shutdown: roll back clients and stop
+    # (also what an owned server gets when its owner dies).
     service = spawn("postgres", argv, config.logs_dir / "postgres.log", user=run_as_user(),
-                    stop_signal=signal.SIGINT)
+                    stop_signal=signal.SIGINT, detached=detached)
     admin_url = superuser_url(config, superuser_password, "postgres")
     wait_until(lambda: _can_connect(admin_url), config.start_timeout_s, service, "PostgreSQL")
     return service

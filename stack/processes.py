@@ -1,15 +1,26 @@
-"""Start services detached, recognise them later, stop exactly them.
+"""Start services, recognise them later, stop exactly them.
 
 A PID alone can be reused by another program after a reboot or a crash, so
 every record also keeps the process's start time; a PID whose start time
 differs is not ours and is never signalled.
+
+A service is either *owned* (the default) or *detached*.  An owned service
+gets its stop signal from the kernel when the process that started it dies,
+however it dies (SIGKILL, a crash, the OOM killer), so a crashed test run or
+load run leaves nothing behind.  A detached one outlives the command that
+started it, which is what ``apprun-stack up`` is for: ``stack/cli.py`` is
+the one caller that asks for it (``stack.up(config, detached=True)``).
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
+import sys
+import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,8 +59,13 @@ class ServiceProcess:
 
 
 def spawn(name: str, argv: list[str], log_path: Path, env: Mapping[str, str] | None = None,
-          cwd: Path | None = None, user: str | None = None, stop_signal: int = signal.SIGTERM) -> ServiceProcess:
+          cwd: Path | None = None, user: str | None = None, stop_signal: int = signal.SIGTERM,
+          detached: bool = False) -> ServiceProcess:
+    """Start ``argv`` in a session of its own, output to ``log_path``.
+    Owned (``detached=False``): it receives ``stop_signal`` when this
+    process dies; detached: it runs until someone stops it."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    preexec = None if detached else _die_with_this_process(stop_signal)
     with open(log_path, "ab") as log_file:
         popen = subprocess.Popen(
             argv,
@@ -59,6 +75,7 @@ def spawn(name: str, argv: list[str], log_path: Path, env: Mapping[str, str] | N
             env=dict(env) if env is not None else None,
             cwd=str(cwd) if cwd else None,
             start_new_session=True,  # its own process group: stop it and its children together
+            preexec_fn=preexec,
             **as_user(user),
         )
     proc = psutil.Process(popen.pid)
@@ -66,6 +83,52 @@ def spawn(name: str, argv: list[str], log_path: Path, env: Mapping[str, str] | N
     # not warn, and so the process may outlive this command.
     popen.returncode = 0
     return ServiceProcess(name, popen.pid, proc.create_time(), str(log_path), int(stop_signal))
+
+
+# prctl(2): the signal the kernel sends a process when its parent dies.
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_this_process(signum: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that ties the child to this process.
+
+    * The kernel's "parent" is the *thread* that forked: a service started
+      from a thread that later ends would be stopped then.  Owned services
+      are therefore started from the main thread only, which lives as long
+      as the process (also under gevent: greenlets share the main thread,
+      and ``get_native_id`` is the OS thread's even when monkey-patched).
+    * Changing the effective uid clears the setting (as does exec of a
+      set-uid binary); subprocess (CPython's and gevent's) runs
+      ``preexec_fn`` *after* switching to ``user``, so it survives.  The
+      kernel sends the signal with the dying owner's rights: a root owner
+      (the only one that runs services as another user) may signal any.
+    * The signal is the service's own stop signal, so PostgreSQL gets its
+      fast shutdown (SIGINT) and takes its backends with it."""
+    if not sys.platform.startswith("linux"):
+        warnings.warn("services cannot be tied to their owner outside Linux; they may outlive it",
+                      RuntimeWarning, stacklevel=3)
+        return None
+    if threading.get_native_id() != os.getpid():
+        raise RuntimeError("an owned service must be started from the main thread: the kernel stops it "
+                           "when the thread that started it ends")
+    return _signal_on_death_of(os.getpid(), signum)
+
+
+def _signal_on_death_of(owner_pid: int, signum: int) -> Callable[[], None]:
+    # Resolved here: between fork and exec the child should only make the call.
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+
+    def preexec() -> None:
+        if prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        # The owner died before prctl took effect (the child now belongs to
+        # init or a subreaper): no signal will come, so do not start at all.
+        if os.getppid() != owner_pid:
+            os._exit(1)
+
+    return preexec
 
 
 def as_user(user: str | None) -> dict:

@@ -3,6 +3,9 @@
 ``.apprun/stack.json`` records the URLs and the PID (with start time) of
 every process ``up`` started; ``down`` stops exactly those.  ``up`` is
 idempotent: services already running are kept, missing ones are started.
+The services ``up`` starts stop when the calling process dies (tests, the
+kpi plugin, bench scripts); only ``apprun-stack up`` starts them detached,
+to run until ``down`` (``stack.processes``).
 
 The state directory holds secrets: the gateway role's database password
 (in ``stack.json``'s database URL and in ``secrets.json``), the PostgreSQL
@@ -174,7 +177,9 @@ def service_env(config: StackConfig, state: StackState, keys: dict[str, str]) ->
     return env
 
 
-def up(config: StackConfig, log=print) -> StackState:
+def up(config: StackConfig, log=print, detached: bool = False) -> StackState:
+    """Start what is missing.  ``detached``: the services outlive this
+    process (``apprun-stack up``); otherwise they stop when it dies."""
     with _locked(config):
         state = StackState.load(config.state_file)
         state.processes = {n: p for n, p in state.processes.items() if p.alive()}
@@ -182,7 +187,7 @@ def up(config: StackConfig, log=print) -> StackState:
         keys = load_secrets(config)
         started: list[ServiceProcess] = []
         try:
-            _up_services(config, state, keys, started, log)
+            _up_services(config, state, keys, started, log, detached)
         except BaseException:
             for service in reversed(started):
                 stop(service)
@@ -193,7 +198,7 @@ def up(config: StackConfig, log=print) -> StackState:
 
 
 def _up_services(config: StackConfig, state: StackState, keys: dict[str, str],
-                 started: list[ServiceProcess], log) -> None:
+                 started: list[ServiceProcess], log, detached: bool) -> None:
     def record(service: ServiceProcess) -> None:
         started.append(service)
         state.processes[service.name] = service
@@ -207,7 +212,7 @@ def _up_services(config: StackConfig, state: StackState, keys: dict[str, str],
         server_url = postgres.superuser_url(config, keys["pg_superuser_password"], "postgres")
         if "postgres" not in state.processes:
             _require_free(config, config.pg_port, "APPRUN_PG_PORT")
-            record(postgres.start(config, keys["pg_superuser_password"]))
+            record(postgres.start(config, keys["pg_superuser_password"], detached=detached))
         else:
             log(f"postgres already running (pid {state.processes['postgres'].pid})")
         # Starting PostgreSQL as root may open the directory for its user.
@@ -229,19 +234,20 @@ def _up_services(config: StackConfig, state: StackState, keys: dict[str, str],
         if "temporal" not in state.processes:
             _require_free(config, config.temporal_port, "APPRUN_TEMPORAL_PORT")
             _require_free(config, config.temporal_ui_port, "APPRUN_TEMPORAL_UI_PORT")
-            record(temporal.start(config))
+            record(temporal.start(config, detached=detached))
     env = service_env(config, state, keys)
 
     # -- workflow worker -------------------------------------------------
     if config.start_worker and "worker" not in state.processes:
         record(spawn("worker", [sys.executable, "-m", "gateway.workflows.worker"],
-                     config.logs_dir / "worker.log", env=env))
+                     config.logs_dir / "worker.log", env=env, detached=detached))
 
     # -- gateway ---------------------------------------------------------
     state.gateway_url = config.gateway_url
     if "gateway" not in state.processes:
         _require_free(config, config.gateway_port, "APPRUN_GATEWAY_PORT")
-        service = spawn("gateway", [sys.executable, "-m", "gateway"], config.logs_dir / "gateway.log", env=env)
+        service = spawn("gateway", [sys.executable, "-m", "gateway"], config.logs_dir / "gateway.log", env=env,
+                        detached=detached)
         record(service)
         wait_until(lambda: _http_ok(state.gateway_url + "/readyz"), config.start_timeout_s, service, "gateway")
     if "worker" in state.processes:

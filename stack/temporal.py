@@ -76,7 +76,7 @@ RETENTION_TIMEOUT_S = 30.0
 GO_ENV = {"GOMAXPROCS": "1"}
 
 
-def start(config: StackConfig) -> ServiceProcess:
+def start(config: StackConfig, detached: bool = False) -> ServiceProcess:
     argv = [temporal_binary(), "server", "start-dev",
             "--ip", config.host, "--port", str(config.temporal_port),
             "--ui-ip", config.host, "--ui-port", str(config.temporal_ui_port),
@@ -86,7 +86,8 @@ def start(config: StackConfig) -> ServiceProcess:
         argv += ["--sqlite-pragma", pragma]
     for key, value in DYNAMIC_CONFIG.items():
         argv += ["--dynamic-config-value", f"{key}={json.dumps(value)}"]
-    service = spawn("temporal", argv, config.logs_dir / "temporal.log", env={**os.environ, **GO_ENV})
+    service = spawn("temporal", argv, config.logs_dir / "temporal.log", env={**os.environ, **GO_ENV},
+                    detached=detached)
     wait_until(lambda: _port_open(config.host, config.temporal_port), config.start_timeout_s, service,
                "Temporal dev server")
     set_retention(config)
