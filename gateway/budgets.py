@@ -38,6 +38,7 @@ from gateway.auth.identity import current_claims
 from gateway.auth.tokens import TokenError
 from gateway.errors import ApiError
 from gateway.settings import Settings, SettingsError
+from gateway.tenant_counter import NotifyingWait, TenantCounter
 
 log = logging.getLogger(__name__)
 
@@ -189,62 +190,6 @@ class TokenBuckets:
         return (1.0 - tokens) / rate if rate > 0 else math.inf
 
 
-class TenantConcurrency:
-    """How many of something each tenant holds at once.  Over the limit the
-    caller is refused at once, or after waiting at most ``wait_s`` for one of
-    its own tenant's units to come back: a tenant only ever waits for
-    itself, never for another tenant."""
-
-    def __init__(self) -> None:
-        self._held: dict[str, int] = {}
-        self._waiting: dict[str, int] = {}
-        self._lock = threading.Lock()
-        # One condition per tenant, so a release wakes only that tenant's waiters.
-        self._freed: dict[str, threading.Condition] = {}
-
-    def try_acquire(self, tenant_id: str, limit: float, wait_s: float = 0.0) -> bool:
-        deadline: float | None = None
-        with self._lock:
-            while True:
-                held = self._held.get(tenant_id, 0)
-                if held < limit:
-                    self._held[tenant_id] = held + 1
-                    return True
-                if deadline is None:
-                    deadline = time.monotonic() + wait_s
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                freed = self._freed.get(tenant_id)
-                if freed is None:
-                    freed = self._freed[tenant_id] = threading.Condition(self._lock)
-                self._waiting[tenant_id] = self._waiting.get(tenant_id, 0) + 1
-                try:
-                    freed.wait(remaining)  # releases the lock while it waits
-                finally:
-                    self._waiting[tenant_id] -= 1
-                    if not self._waiting[tenant_id]:
-                        del self._waiting[tenant_id]
-                        self._freed.pop(tenant_id, None)
-
-    def release(self, tenant_id: str) -> None:
-        with self._lock:
-            held = self._held.get(tenant_id, 0) - 1
-            if held > 0:
-                self._held[tenant_id] = held
-            else:
-                self._held.pop(tenant_id, None)
-            freed = self._freed.get(tenant_id)
-            if freed is not None:
-                freed.notify()
-
-    def held(self, tenant_id: str) -> int:
-        return self._held.get(tenant_id, 0)
-
-    def waiting(self, tenant_id: str) -> int:
-        return self._waiting.get(tenant_id, 0)
-
-
 PlanLoader = Callable[[str], "str | None"]
 
 
@@ -278,7 +223,7 @@ class Budgets:
         self._lookups: dict[str, threading.Lock] = {}
         self._lookups_lock = threading.Lock()
         self.buckets = TokenBuckets(clock)
-        self._concurrency: dict[str, TenantConcurrency] = {}
+        self._concurrency: dict[str, TenantCounter] = {}
 
     # -- plans ---------------------------------------------------------------
     def plan_of(self, tenant_id: str) -> str:
@@ -332,10 +277,11 @@ class Budgets:
         if wait_s > 0:
             raise OverBudget(rate_name + "_rps", plan, rate, wait_s)
 
-    def counter(self, budget: str) -> TenantConcurrency:
+    def counter(self, budget: str) -> TenantCounter:
         counter = self._concurrency.get(budget)
         if counter is None:
-            counter = self._concurrency.setdefault(budget, TenantConcurrency())
+            # Given back by the greenlet that took it: a release wakes a waiter at once.
+            counter = self._concurrency.setdefault(budget, TenantCounter(NotifyingWait()))
         return counter
 
     @contextlib.contextmanager

@@ -7,6 +7,7 @@ on real threads, so they start through the unpatched primitive.
 """
 from __future__ import annotations
 
+import _thread
 import os
 import threading
 import time
@@ -64,14 +65,23 @@ class NativePool:
         return self._pool.apply(fn, args)
 
 
+# Per native thread (the original thread-local: the pool's threads are real
+# threads, and gevent's patched local would key on greenlets).
+_thread_state = original("_thread", "_local", _thread._local)()
+
+
 def _at_nice(nice: int, fn: Callable[..., Any], *args: Any) -> Any:
     """Run ``fn`` on this pool thread after lowering the thread's priority to
-    ``nice`` (once per thread: Linux keeps a nice value per thread, and
-    ``PRIO_PROCESS`` with 0 names the calling thread).  Lowering needs no
-    privilege; a failure leaves the priority as it was."""
-    try:
-        if os.getpriority(os.PRIO_PROCESS, 0) < nice:
-            os.setpriority(os.PRIO_PROCESS, 0, nice)
-    except OSError:
-        pass
+    ``nice``.  Linux keeps a nice value per thread (``PRIO_PROCESS`` with 0
+    names the calling thread), so it is set on the thread's first call only:
+    the check costs a syscall, and every call would pay it.  Lowering needs
+    no privilege; a failure leaves the priority as it was (and is not
+    retried: it would fail again)."""
+    if not getattr(_thread_state, "niced", False):
+        _thread_state.niced = True
+        try:
+            if os.getpriority(os.PRIO_PROCESS, 0) < nice:
+                os.setpriority(os.PRIO_PROCESS, 0, nice)
+        except OSError:
+            pass
     return fn(*args)

@@ -10,7 +10,6 @@ from gateway.budgets import (
     DEFAULT_PLAN_BUDGETS,
     Budgets,
     OverBudget,
-    TenantConcurrency,
     TokenBuckets,
     load_plan_from_database,
     plan_budgets,
@@ -61,7 +60,7 @@ def test_buckets_are_independent_per_key() -> None:
 
 # -- concurrency ---------------------------------------------------------------
 def test_concurrency_refuses_over_the_limit_and_frees_on_release() -> None:
-    counter = TenantConcurrency()
+    counter = Budgets(settings(), load_plan=lambda _t: "free").counter("db_connections")
     assert counter.try_acquire("t2", 2) and counter.try_acquire("t2", 2)
     assert not counter.try_acquire("t2", 2)
     assert counter.try_acquire("t1", 2)  # another tenant is not affected

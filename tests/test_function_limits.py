@@ -3,7 +3,11 @@ gets a 4xx with the JSON error shape, and the limits really hold."""
 from __future__ import annotations
 
 import json
+import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -233,3 +237,45 @@ def test_wasm_threads_run_below_the_request_path(running_stack, gateway_url, tok
     nice = _thread_nice_values(gateway)
     assert nice[gateway.pid] == 0
     assert Settings().function_thread_nice in set(nice.values()) - {0}, nice
+
+
+def _on_a_new_thread(fn: Callable[[], Any]) -> Any:
+    """``fn()`` on a fresh thread (a pool thread's first call), its result back here."""
+    result: list[Any] = []
+    thread = threading.Thread(target=lambda: result.append(fn()))
+    thread.start()
+    thread.join(30)
+    return result[0]
+
+
+def test_a_pool_thread_lowers_its_priority_on_its_first_call_only(monkeypatch) -> None:
+    """One getpriority per pool thread, not one per WASM call; each new
+    thread sets its own (Linux keeps a nice value per thread)."""
+    from gateway import native
+
+    looked_up: list[int] = []
+    getpriority = os.getpriority
+    monkeypatch.setattr(os, "getpriority", lambda *args: looked_up.append(1) or getpriority(*args))
+    start = os.getpriority(os.PRIO_PROCESS, 0)
+    looked_up.clear()
+
+    def three_calls() -> list[Any]:
+        return [native._at_nice(10, lambda x: x + 1, n) for n in range(3)] + [getpriority(os.PRIO_PROCESS, 0)]
+
+    assert _on_a_new_thread(three_calls) == [1, 2, 3, max(start, 10)]
+    assert len(looked_up) == 1
+    assert _on_a_new_thread(three_calls) == [1, 2, 3, max(start, 10)]
+    assert len(looked_up) == 2
+    assert os.getpriority(os.PRIO_PROCESS, 0) == start  # this thread was left alone
+
+
+def test_a_pool_thread_that_may_not_lower_its_priority_keeps_it_and_runs_the_call(monkeypatch) -> None:
+    from gateway import native
+
+    def refused(*args: int) -> None:
+        raise PermissionError("not allowed")
+
+    monkeypatch.setattr(os, "setpriority", refused)
+    start = os.getpriority(os.PRIO_PROCESS, 0)
+    assert _on_a_new_thread(lambda: [native._at_nice(start + 5, lambda: "ran") for _ in range(2)]
+                            + [os.getpriority(os.PRIO_PROCESS, 0)]) == ["ran", "ran", start]

@@ -20,8 +20,10 @@ Two budgets keep one tenant from taking it:
   friends cost little fuel and much time).  An empty bucket is 429 with a
   ``Retry-After`` that refills it.
 
-Budgets are per gateway process (each process has its own pool).  Under
-gevent the semaphores are cooperative and the bucket updates never yield.
+Budgets are per gateway process (each process has its own pool).  The
+slots are a ``gateway.tenant_counter.TenantCounter`` that polls (a native
+thread gives them back); under gevent a waiting call yields between polls,
+and the bucket updates never yield.
 """
 from __future__ import annotations
 
@@ -37,15 +39,13 @@ from gateway.db import tenant_transaction
 from gateway.errors import ApiError
 from gateway.native import original
 from gateway.settings import Settings, SettingsError
+from gateway.tenant_counter import PollingWait, TenantCounter, cooperative_sleep
 
 PLANS = ("free", "pro")
 #: Plan used for a tenant whose plan has no budget of its own.
 FALLBACK_PLAN = "free"
 #: A concurrency slot frees when a call ends, which cannot be predicted.
 CONCURRENCY_RETRY_AFTER_S = 1
-#: How often a call over its tenant's cap looks for a free slot while it
-#: waits (slots are freed from native threads, which cannot wake a greenlet).
-SLOT_POLL_S = 0.001
 
 PlanLookup = Callable[[Mapping[str, Any]], str]
 
@@ -100,47 +100,6 @@ class TimeBuckets:
         self._levels[tenant] = (level - spent_ms, self._clock())
 
 
-class TenantSlots:
-    """Native-pool slots held per tenant.  Taken by the calling greenlet,
-    given back from whichever thread finishes the work: the counts live
-    under a native lock (held for a few instructions, never across a wait),
-    so a native thread may release while the hub runs."""
-
-    def __init__(self, sleep: Callable[[float], None] = time.sleep) -> None:
-        self._lock = original("threading", "Lock", threading.Lock)()
-        self._held: dict[str, int] = {}
-        self._sleep = sleep   # gevent's sleep under monkey patching: the waiting greenlet yields
-
-    def _try_take(self, tenant: str, limit: int) -> bool:
-        with self._lock:
-            held = self._held.get(tenant, 0)
-            if held >= limit:
-                return False
-            self._held[tenant] = held + 1
-            return True
-
-    def take(self, tenant: str, limit: int, wait_s: float) -> bool:
-        """One slot of ``tenant`` within ``wait_s``, else False."""
-        deadline = time.monotonic() + wait_s
-        while not self._try_take(tenant, limit):
-            if time.monotonic() >= deadline:
-                return False
-            self._sleep(SLOT_POLL_S)
-        return True
-
-    def give_back(self, tenant: str) -> None:
-        with self._lock:
-            held = self._held.get(tenant, 0) - 1
-            if held > 0:
-                self._held[tenant] = held
-            else:
-                self._held.pop(tenant, None)
-
-    def held(self, tenant: str) -> int:
-        with self._lock:
-            return self._held.get(tenant, 0)
-
-
 class Admission:
     """One admitted call: ``charge(seconds)`` debits the WASM time it used,
     ``release()`` gives its slot back (once; safe from any thread)."""
@@ -166,13 +125,15 @@ def _unlimited(seconds: float) -> None:
 class FunctionBudgets:
     def __init__(self, plans: Mapping[str, PlanBudget], plan_of: PlanLookup, queue_wait_ms: int,
                  enabled: bool = True, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = cooperative_sleep) -> None:
         self._plans = dict(plans)
         self._plan_of = plan_of
         self._queue_wait_s = queue_wait_ms / 1000
         self.enabled = enabled
         self._buckets = TimeBuckets(clock)
-        self.slots = TenantSlots(sleep)
+        # Given back from the native pool thread when the work ends: a waiter
+        # polls, as nothing on that thread may wake a greenlet.
+        self.slots = TenantCounter(PollingWait(sleep))
 
     def budget_for(self, claims: Mapping[str, Any]) -> PlanBudget:
         plan = self._plan_of(claims)
@@ -194,13 +155,13 @@ class FunctionBudgets:
                            f"this tenant used its WASM time budget ({budget.ms_per_s:g} ms per second)",
                            hint=f"retry after {retry_after} s", headers={"Retry-After": str(retry_after)})
         # A plan change takes effect for new calls: the limit is read per call.
-        if not self.slots.take(tenant, budget.concurrency, self._queue_wait_s):
+        if not self.slots.try_acquire(tenant, budget.concurrency, self._queue_wait_s):
             raise ApiError(429, "function_concurrency_limit",
                            f"this tenant already runs {budget.concurrency} function call(s) at once",
                            hint="retry when a call has finished",
                            headers={"Retry-After": str(CONCURRENCY_RETRY_AFTER_S)})
         admission = Admission(lambda seconds: self._buckets.charge(tenant, budget, seconds * 1000),
-                              lambda: self.slots.give_back(tenant))
+                              lambda: self.slots.release(tenant))
         try:
             yield admission
         finally:
