@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg2
 
 from stack.config import StackConfig
-from stack.processes import ServiceProcess, as_user, spawn, wait_until
+from stack.processes import ServiceProcess, as_user, spawn, stopped_if_start_fails, wait_until
 
 PG_SYSTEM_USER = "apprun-pg"
 SUPERUSER = "postgres"
@@ -101,10 +101,10 @@ def start(config: StackConfig, superuser_password: str, detached: bool = False) 
         argv += ["-c", f"{key}={value}"]
     # SIGINT is PostgreSQL's "fast" shutdown: roll back clients and stop
     # (also what an owned server gets when its owner dies).
-    service = spawn("postgres", argv, config.logs_dir / "postgres.log", user=run_as_user(),
-                    stop_signal=signal.SIGINT, detached=detached)
     admin_url = superuser_url(config, superuser_password, "postgres")
-    wait_until(lambda: _can_connect(admin_url), config.start_timeout_s, service, "PostgreSQL")
+    with stopped_if_start_fails(spawn("postgres", argv, config.logs_dir / "postgres.log", user=run_as_user(),
+                                      stop_signal=signal.SIGINT, detached=detached)) as service:
+        wait_until(lambda: _can_connect(admin_url), config.start_timeout_s, service, "PostgreSQL")
     return service
 
 

@@ -13,6 +13,7 @@ the one caller that asks for it (``stack.up(config, detached=True)``).
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -21,7 +22,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -139,6 +140,19 @@ def as_user(user: str | None) -> dict:
     import pwd
 
     return {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
+
+
+@contextlib.contextmanager
+def stopped_if_start_fails(service: ServiceProcess) -> Iterator[ServiceProcess]:
+    """``with stopped_if_start_fails(spawn(...)) as service: <wait until ready>``:
+    a service whose start-up fails after it was spawned (not ready in time,
+    a set-up command refused) is stopped before the error goes on.  Its
+    caller never got it back, so nobody else would stop it."""
+    try:
+        yield service
+    except BaseException:
+        stop(service)
+        raise
 
 
 def wait_until(check: Callable[[], bool], timeout_s: float, service: ServiceProcess | None = None,

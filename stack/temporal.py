@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 from stack.config import StackConfig
-from stack.processes import ServiceProcess, spawn, wait_until
+from stack.processes import ServiceProcess, spawn, stopped_if_start_fails, wait_until
 
 
 def temporal_binary() -> str:
@@ -86,12 +86,12 @@ def start(config: StackConfig, detached: bool = False) -> ServiceProcess:
         argv += ["--sqlite-pragma", pragma]
     for key, value in DYNAMIC_CONFIG.items():
         argv += ["--dynamic-config-value", f"{key}={json.dumps(value)}"]
-    service = spawn("temporal", argv, config.logs_dir / "temporal.log", env={**os.environ, **GO_ENV},
-                    detached=detached)
-    wait_until(lambda: _port_open(config.host, config.temporal_port), config.start_timeout_s, service,
-               "Temporal dev server")
-    set_retention(config)
-    wait_until(lambda: _ui_answers(ui_url(config)), config.start_timeout_s, service, "Temporal Web UI")
+    with stopped_if_start_fails(spawn("temporal", argv, config.logs_dir / "temporal.log",
+                                      env={**os.environ, **GO_ENV}, detached=detached)) as service:
+        wait_until(lambda: _port_open(config.host, config.temporal_port), config.start_timeout_s, service,
+                   "Temporal dev server")
+        set_retention(config)
+        wait_until(lambda: _ui_answers(ui_url(config)), config.start_timeout_s, service, "Temporal Web UI")
     return service
 
 
