@@ -53,9 +53,7 @@ class NativePool:
         self._pool = None
         self._nice = nice
         if gevent_patched():
-            from gevent.threadpool import ThreadPool
-
-            self._pool = ThreadPool(max(1, threads))
+            self._pool = _retiring_thread_pool(max(1, threads))
 
     def apply(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._pool is None:
@@ -68,6 +66,35 @@ class NativePool:
 # Per native thread (the original thread-local: the pool's threads are real
 # threads, and gevent's patched local would key on greenlets).
 _thread_state = original("_thread", "_local", _thread._local)()
+
+
+def retire_this_thread() -> None:
+    """Called from a task on a NativePool thread: the thread ends after the
+    task and the pool starts a fresh one when it next needs it.  For a thread
+    whose scheduling class cannot be given back (functions/demotion.py): a
+    new thread starts from the hub's thread and inherits its class.  Outside
+    a pool thread (no gevent: calls run inline) it does nothing."""
+    _thread_state.retire = True
+
+
+def _retiring_thread_pool(threads: int) -> Any:
+    """gevent's ThreadPool whose workers end after a task that asked to
+    retire.  gevent ends a worker whose after-task hook raises (its
+    "replacement starts with clean hooks", and the pool adds threads on
+    demand); SystemExit ends it without gevent printing an error.
+    tests/test_native_pool.py checks this against the pinned gevent."""
+    from gevent.threadpool import ThreadPool
+
+    class RetiringWorker(ThreadPool._WorkerGreenlet):  # type: ignore[name-defined,misc]
+        def _after_run_task(self, *args: Any, **kwargs: Any) -> None:
+            super()._after_run_task(*args, **kwargs)
+            if getattr(_thread_state, "retire", False):
+                raise SystemExit
+
+    class RetiringThreadPool(ThreadPool):
+        _WorkerGreenlet = RetiringWorker
+
+    return RetiringThreadPool(threads)
 
 
 def _at_nice(nice: int, fn: Callable[..., Any], *args: Any) -> Any:

@@ -118,6 +118,10 @@ class Settings:
     # Nice value of the WASM pool's threads (0-19; 0 = as the gateway): a
     # spinning call yields the CPU to the other tenants' requests.
     function_thread_nice: int = 10
+    # A call running longer than this drops to SCHED_IDLE until it ends
+    # (gateway/functions/demotion.py): a spinning call then gets only the CPU
+    # nobody else wants.  0: calls keep their class.
+    function_demote_after_ms: int = 50
     function_cache_dir: str = ""
     # Per-tenant WASM budgets by tenants.plan (gateway/functions/fairness.py):
     # calls at once (each below function_threads; one spinning call takes a
@@ -204,6 +208,8 @@ class Settings:
         for name in _POSITIVE_EDGE_SETTINGS:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"APPRUN_{name.upper()} must be positive")
+        if self.function_demote_after_ms < 0:
+            raise SettingsError("APPRUN_FUNCTION_DEMOTE_AFTER_MS must be 0 (off) or positive")
 
 
 # Limits of the HTTP edge and of login throttling (0 would disable a guard).

@@ -208,6 +208,7 @@ def init_app(app: Flask) -> None:
         tick_ms=settings.function_epoch_tick_ms,
         threads=settings.function_threads,
         thread_nice=settings.function_thread_nice,
+        demote_after_ms=settings.function_demote_after_ms,
         table_elements=settings.function_table_elements,
         pooling=settings.function_pooling,
         cache_dir=settings.function_cache_dir,

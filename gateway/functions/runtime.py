@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import _thread
+import contextlib
 import functools
 import hashlib
 import logging
@@ -37,10 +38,11 @@ from gateway.functions.abi import (
     call_numeric,
     is_numeric_call,
 )
+from gateway.functions.demotion import LongCallDemotion
 from gateway.functions.engine import Pooling, build_engine
 from gateway.functions.limits import Limits, resolve_limits, store_budget
 from gateway.functions.sandbox import PreparedModule, Sandbox
-from gateway.native import NativePool, native_sleep, original, start_native_thread
+from gateway.native import NativePool, native_sleep, original, retire_this_thread, start_native_thread
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +74,9 @@ class EpochTicker:
     and psutil).  A call's deadline then counts from its first tick, which
     comes at most ``tick_ms`` after the call starts, as before."""
 
-    def __init__(self, engine: wasmtime.Engine, tick_ms: int) -> None:
+    def __init__(self, engine: wasmtime.Engine, tick_ms: int, on_tick: Callable[[], None] = lambda: None) -> None:
         self._engine = engine
+        self._on_tick = on_tick
         self._interval = tick_ms / 1000.0
         self._stopped = False
         # Native locks: the calls run on native pool threads and the ticker
@@ -92,6 +95,7 @@ class EpochTicker:
             self._idle.release()
             sleep(self._interval)
             self._engine.increment_epoch()
+            self._on_tick()
 
     @contextmanager
     def running(self) -> Iterator[None]:
@@ -154,7 +158,7 @@ def validate_exports(exports: list[dict[str, Any]]) -> None:
 class FunctionRuntime:
     def __init__(self, *, defaults: Limits, ceilings: Limits, tick_ms: int, threads: int,
                  table_elements: int = 10_000, cache_dir: str = "", pooling: bool = False,
-                 thread_nice: int = 0,
+                 thread_nice: int = 0, demote_after_ms: int = 0,
                  on_cold_start: Callable[[float], None] | None = None,
                  on_call: Callable[[float], None] | None = None) -> None:
         # Every store lives on one pool thread and is deleted before that
@@ -171,7 +175,12 @@ class FunctionRuntime:
         self._cache_dir = Path(cache_dir) if cache_dir else None
         self._fingerprint = hashlib.sha256(
             f"wasmtime-{getattr(wasmtime, '__version__', '?')}-fuel-epoch-pooling={pooling}".encode()).hexdigest()[:12]
-        self._ticker = EpochTicker(self.engine, tick_ms)
+        # A call running longer than demote_after_ms drops to SCHED_IDLE
+        # (functions/demotion.py); 0 turns that off.
+        self._demotion = (LongCallDemotion(demote_after_ms / 1000, thread_nice, on_spent=retire_this_thread)
+                          if demote_after_ms > 0 else None)
+        self._ticker = EpochTicker(self.engine, tick_ms,
+                                   on_tick=self._demotion.demote_overdue if self._demotion else lambda: None)
         # WASM threads run below the request path (hub, PostgreSQL): a tenant's
         # spinning call then takes the CPU the others leave, not theirs.
         self._pool = NativePool(threads, nice=thread_nice)
@@ -302,7 +311,7 @@ class FunctionRuntime:
 
     def _invoke_sync(self, module: PreparedModule, limits: Limits, request: Any,
                      load_ms: float | None) -> InvokeResult:
-        with self._ticker.running():
+        with self._ticker.running(), (self._demotion.call() if self._demotion else contextlib.nullcontext()):
             return self._invoke_ticking(module, limits, request, load_ms)
 
     def _invoke_ticking(self, module: PreparedModule, limits: Limits, request: Any,
