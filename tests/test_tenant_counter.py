@@ -19,14 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from gateway.tenant_counter import NotifyingWait, PollingWait, TenantCounter, WaitStrategy
+from gateway.tenant_counter import NotifyingWait, PollingWait, TenantCounter, ThreadsafeNotifyingWait, WaitStrategy
 
 ROOT = Path(__file__).resolve().parent.parent
 DEADLINE_S = 30.0  # generous: only reached when something is broken
-STRATEGIES: list[Callable[[], WaitStrategy]] = [PollingWait, NotifyingWait]
+STRATEGIES: list[Callable[[], WaitStrategy]] = [PollingWait, NotifyingWait, ThreadsafeNotifyingWait]
 
 
-@pytest.fixture(params=STRATEGIES, ids=["polling", "notifying"])
+@pytest.fixture(params=STRATEGIES, ids=["polling", "notifying", "threadsafe"])
 def counter(request) -> TenantCounter:
     return TenantCounter(request.param())
 
@@ -112,8 +112,9 @@ def test_one_release_serves_one_waiter(counter: TenantCounter) -> None:
     assert [w.join() for w in waiters] == ["served", "served"]
 
 
-def test_a_polling_counter_is_given_back_from_another_thread() -> None:
-    counter = TenantCounter(PollingWait())
+@pytest.mark.parametrize("strategy", [PollingWait, ThreadsafeNotifyingWait], ids=["polling", "threadsafe"])
+def test_a_counter_is_given_back_from_another_thread(strategy: Callable[[], WaitStrategy]) -> None:
+    counter = TenantCounter(strategy())
     assert counter.try_acquire("t", 1)
     waiter = Waiter(counter, "t", 1)
     until(lambda: counter.waiting("t") == 1, "the call waits")
@@ -130,15 +131,26 @@ import json, sys, time
 import gevent
 from gevent._hub_local import get_hub_if_exists
 from gateway.native import native_sleep, start_native_thread
-from gateway.tenant_counter import NotifyingWait, PollingWait, TenantCounter
+from gateway.tenant_counter import NotifyingWait, PollingWait, TenantCounter, ThreadsafeNotifyingWait
 
 strategy, release_on = sys.argv[1], sys.argv[2]
 # Generous for a release that comes ~70 ms later, and short enough that a
 # wait blocking the hub fails here in ~20 s instead of hanging.
 WAIT_S = 10.0
-counter = TenantCounter({"polling": PollingWait, "notifying": NotifyingWait}[strategy]())
+counter = TenantCounter({"polling": PollingWait, "notifying": NotifyingWait,
+                         "threadsafe": ThreadsafeNotifyingWait}[strategy]())
 assert counter.try_acquire("t1", 1) and counter.try_acquire("t2", 1)
 ticks = [0]
+looks = {"t1": 0, "t2": 0}
+strategy_wait = counter._strategy.wait
+
+
+def counted_wait(tenant, timeout_s):
+    looks[tenant] += 1
+    strategy_wait(tenant, timeout_s)
+
+
+counter._strategy.wait = counted_wait
 
 def tick():
     while True:
@@ -179,7 +191,7 @@ other_served = other.get(timeout=2 * WAIT_S)
 ticker.kill()
 print(json.dumps({"served": served, "other_still_waiting": other_still_waiting, "other_served": other_served,
                   "held": [counter.held("t1"), counter.held("t2")], "ticks_while_waiting": ticks_while_waiting,
-                  "hub_on_release_thread": hubs}))
+                  "hub_on_release_thread": hubs, "looks": looks}))
 '''
 
 
@@ -191,7 +203,8 @@ def run_under_gevent(strategy: str, release_on: str) -> dict:
 
 
 @pytest.mark.parametrize(("strategy", "release_on"),
-                         [("polling", "native"), ("polling", "greenlet"), ("notifying", "greenlet")])
+                         [("polling", "native"), ("polling", "greenlet"), ("notifying", "greenlet"),
+                          ("threadsafe", "native"), ("threadsafe", "greenlet")])
 def test_under_gevent_a_waiter_yields_and_is_served_by_its_tenants_release(strategy: str, release_on: str) -> None:
     """A waiting greenlet leaves the hub to others (the ticker runs); the
     WASM side's native thread gives the slot back without creating a hub
@@ -201,3 +214,5 @@ def test_under_gevent_a_waiter_yields_and_is_served_by_its_tenants_release(strat
     assert outcome["held"] == [1, 1]
     assert outcome["ticks_while_waiting"] > 0
     assert outcome["hub_on_release_thread"] == [release_on == "greenlet"]
+    if strategy != "polling":  # a notified waiter sleeps until its tenant's release: one look each
+        assert outcome["looks"] == {"t1": 1, "t2": 1}, outcome["looks"]

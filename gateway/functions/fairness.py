@@ -21,9 +21,10 @@ Two budgets keep one tenant from taking it:
   ``Retry-After`` that refills it.
 
 Budgets are per gateway process (each process has its own pool).  The
-slots are a ``gateway.tenant_counter.TenantCounter`` that polls (a native
-thread gives them back); under gevent a waiting call yields between polls,
-and the bucket updates never yield.
+slots are a ``gateway.tenant_counter.TenantCounter`` that any thread may
+give back (the native one that ran the call does), waking the tenant's
+longest waiter; under gevent a waiting call yields until then, and the
+bucket updates never yield.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ from gateway.db import tenant_transaction
 from gateway.errors import ApiError
 from gateway.native import original
 from gateway.settings import Settings, SettingsError
-from gateway.tenant_counter import PollingWait, TenantCounter, cooperative_sleep
+from gateway.tenant_counter import TenantCounter, ThreadsafeNotifyingWait
 
 PLANS = ("free", "pro")
 #: Plan used for a tenant whose plan has no budget of its own.
@@ -124,16 +125,15 @@ def _unlimited(seconds: float) -> None:
 
 class FunctionBudgets:
     def __init__(self, plans: Mapping[str, PlanBudget], plan_of: PlanLookup, queue_wait_ms: int,
-                 enabled: bool = True, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = cooperative_sleep) -> None:
+                 enabled: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
         self._plans = dict(plans)
         self._plan_of = plan_of
         self._queue_wait_s = queue_wait_ms / 1000
         self.enabled = enabled
         self._buckets = TimeBuckets(clock)
-        # Given back from the native pool thread when the work ends: a waiter
-        # polls, as nothing on that thread may wake a greenlet.
-        self.slots = TenantCounter(PollingWait(sleep))
+        # Given back from the native pool thread when the work ends, which
+        # wakes a waiter through its hub's thread-safe callback.
+        self.slots = TenantCounter(ThreadsafeNotifyingWait())
 
     def budget_for(self, claims: Mapping[str, Any]) -> PlanBudget:
         plan = self._plan_of(claims)
