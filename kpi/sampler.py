@@ -12,6 +12,7 @@ no permission) the process's RSS is used.  Remote target:
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -70,6 +71,34 @@ def proportional_set_size(proc: psutil.Process) -> int:
     return proc.memory_info().rss
 
 
+def descendant_pids(pid: int) -> list[int]:
+    """Every descendant of ``pid``, from each thread's
+    ``/proc/<pid>/task/<tid>/children`` (a child belongs to the thread that
+    forked it): a few small reads per process.  psutil's
+    ``children(recursive=True)`` reads the stat file of every process on the
+    machine instead, which was 9 of the sampler's 23 ms per sample (idle
+    stack, 14 processes).  The file lists the children that exist when it is
+    read, which is all a sample needs."""
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        with os.scandir(f"/proc/{parent}/task") as tasks:
+            for task in tasks:
+                try:
+                    with open(f"{task.path}/children", "rb") as children:
+                        kids = [int(child) for child in children.read().split()]
+                except (FileNotFoundError, ProcessLookupError):  # the thread ended meanwhile
+                    continue
+                found.extend(kids)
+                pending.extend(kids)
+    return found
+
+
+def _children_file_available() -> bool:
+    return os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
+
+
 class ProcessTreeSampler:
     def __init__(self, pids: dict[str, int]) -> None:
         self._roots = {}
@@ -79,16 +108,29 @@ class ProcessTreeSampler:
             except psutil.Error:
                 continue
         self._known: dict[int, psutil.Process] = {}
+        self._children_file = _children_file_available()
         self.samples: list[ResourceSample] = []
         self.sample()  # primes cpu_percent
 
     def _tree(self, root: psutil.Process) -> list[psutil.Process]:
         try:
-            members = [root] + root.children(recursive=True)
-        except psutil.Error:
+            if self._children_file:
+                members = [root] + [proc for pid in descendant_pids(root.pid) if (proc := self._process(pid))]
+            else:  # no /proc/<pid>/task/<tid>/children (kernel without CONFIG_PROC_CHILDREN)
+                members = [root] + root.children(recursive=True)
+        except (psutil.Error, OSError):  # the root itself is gone
             return []
         # Keep the same Process objects so cpu_percent() measures since the last call.
         return [self._known.setdefault(p.pid, p) for p in members]
+
+    def _process(self, pid: int) -> psutil.Process | None:
+        known = self._known.get(pid)
+        if known is not None:
+            return known
+        try:
+            return psutil.Process(pid)
+        except psutil.Error:  # ended between the listing and now
+            return None
 
     def sample(self) -> ResourceSample:
         memory: dict[str, float] = {}
