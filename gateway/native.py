@@ -55,6 +55,11 @@ class NativePool:
         if gevent_patched():
             self._pool = _retiring_thread_pool(max(1, threads))
 
+    @property
+    def threaded(self) -> bool:
+        """False when calls run inline on the caller's thread (no gevent)."""
+        return self._pool is not None
+
     def apply(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._pool is None:
             return fn(*args)
@@ -72,8 +77,8 @@ def retire_this_thread() -> None:
     """Called from a task on a NativePool thread: the thread ends after the
     task and the pool starts a fresh one when it next needs it.  For a thread
     whose scheduling class cannot be given back (functions/demotion.py): a
-    new thread starts from the hub's thread and inherits its class.  Outside
-    a pool thread (no gevent: calls run inline) it does nothing."""
+    new thread starts from the hub's thread and inherits its class.  Only
+    pool threads read the flag."""
     _thread_state.retire = True
 
 
@@ -82,7 +87,7 @@ def _retiring_thread_pool(threads: int) -> Any:
     retire.  gevent ends a worker whose after-task hook raises (its
     "replacement starts with clean hooks", and the pool adds threads on
     demand); SystemExit ends it without gevent printing an error.
-    tests/test_native_pool.py checks this against the pinned gevent."""
+    tests/test_function_demotion.py checks this against the pinned gevent."""
     from gevent.threadpool import ThreadPool
 
     class RetiringWorker(ThreadPool._WorkerGreenlet):  # type: ignore[name-defined,misc]

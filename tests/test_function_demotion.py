@@ -4,6 +4,7 @@ nobody else wants, and the other tenants' requests and short calls are not
 slowed by it (issue 13)."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -206,3 +207,35 @@ def test_a_negative_demotion_allowance_is_refused() -> None:
     with pytest.raises(SettingsError, match="APPRUN_FUNCTION_DEMOTE_AFTER_MS must be 0 .off. or positive"):
         Settings.from_mapping({"function_demote_after_ms": -1}).validate()
     Settings.from_mapping({"function_demote_after_ms": 0}).validate()
+
+
+def test_without_gevent_an_inline_call_never_demotes_its_caller() -> None:
+    """Without gevent a call runs inline on the caller's own thread (a test
+    client, a script): that thread is not the pool's to demote."""
+    from gateway.functions.abi import FunctionError
+    from gateway.functions.runtime import FunctionRuntime, Limits
+
+    limits = Limits(1_000_000_000, 16 * 1024 * 1024, 300)
+    runtime = FunctionRuntime(defaults=limits, ceilings=limits, tick_ms=10, threads=1, demote_after_ms=20)
+    try:
+        _digest, module, _exports = runtime.compile(TIME_SPIN.encode())
+        ended: list[str] = []
+
+        def spin() -> None:
+            try:
+                runtime.invoke(module, limits, {"export": "spin", "args": []}, None)
+            except FunctionError as error:
+                ended.append(error.code)
+
+        caller = threading.Thread(target=spin)
+        caller.start()
+        policies = set()
+        while caller.is_alive():
+            with contextlib.suppress(OSError):  # the thread ended meanwhile
+                policies.add(os.sched_getscheduler(caller.native_id))
+            time.sleep(0.005)
+        caller.join()
+    finally:
+        runtime.close()
+    assert ended == ["function_timeout"]
+    assert policies == {os.SCHED_OTHER}

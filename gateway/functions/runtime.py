@@ -175,15 +175,16 @@ class FunctionRuntime:
         self._cache_dir = Path(cache_dir) if cache_dir else None
         self._fingerprint = hashlib.sha256(
             f"wasmtime-{getattr(wasmtime, '__version__', '?')}-fuel-epoch-pooling={pooling}".encode()).hexdigest()[:12]
-        # A call running longer than demote_after_ms drops to SCHED_IDLE
-        # (functions/demotion.py); 0 turns that off.
-        self._demotion = (LongCallDemotion(demote_after_ms / 1000, thread_nice, on_spent=retire_this_thread)
-                          if demote_after_ms > 0 else None)
-        self._ticker = EpochTicker(self.engine, tick_ms,
-                                   on_tick=self._demotion.demote_overdue if self._demotion else lambda: None)
         # WASM threads run below the request path (hub, PostgreSQL): a tenant's
         # spinning call then takes the CPU the others leave, not theirs.
         self._pool = NativePool(threads, nice=thread_nice)
+        # A call running longer than demote_after_ms drops to SCHED_IDLE
+        # (functions/demotion.py); 0 turns that off.  Only on the pool's own
+        # threads: a call run inline (no gevent) would demote its caller.
+        self._demotion = (LongCallDemotion(demote_after_ms / 1000, thread_nice, on_spent=retire_this_thread)
+                          if demote_after_ms > 0 and self._pool.threaded else None)
+        self._ticker = EpochTicker(self.engine, tick_ms,
+                                   on_tick=self._demotion.demote_overdue if self._demotion else lambda: None)
         self._on_cold_start = on_cold_start
         self._on_call = on_call
 
