@@ -83,15 +83,18 @@ def descendant_pids(pid: int) -> list[int]:
     pending = [pid]
     while pending:
         parent = pending.pop()
-        with os.scandir(f"/proc/{parent}/task") as tasks:
-            for task in tasks:
-                try:
-                    with open(f"{task.path}/children", "rb") as children:
-                        kids = [int(child) for child in children.read().split()]
-                except (FileNotFoundError, ProcessLookupError):  # the thread ended meanwhile
-                    continue
-                found.extend(kids)
-                pending.extend(kids)
+        try:
+            tasks = list(os.scandir(f"/proc/{parent}/task"))
+        except FileNotFoundError:  # ended since its parent listed it (a PostgreSQL backend)
+            continue
+        for task in tasks:
+            try:
+                with open(f"{task.path}/children", "rb") as children:
+                    kids = [int(child) for child in children.read().split()]
+            except (FileNotFoundError, ProcessLookupError):  # the thread ended meanwhile
+                continue
+            found.extend(kids)
+            pending.extend(kids)
     return found
 
 

@@ -72,3 +72,22 @@ def test_a_child_that_ended_is_left_out_of_the_sample(process_tree) -> None:
         time.sleep(0.01)
     sample = sampler.sample()
     assert sample.memory_mb["tree"] > 0
+
+
+def test_a_descendant_that_ends_while_the_tree_is_walked_drops_out_alone(process_tree, monkeypatch) -> None:
+    """A PostgreSQL backend may exit between its parent's listing and its own:
+    the sample loses that one process, not the whole component."""
+    import os
+
+    root, grandchildren = process_tree
+    scandir = os.scandir
+
+    def vanished(path):  # type: ignore[no-untyped-def]
+        if path == f"/proc/{grandchildren[0]}/task":
+            raise FileNotFoundError(path)
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", vanished)
+    assert sorted(descendant_pids(root)) == sorted(grandchildren)
+    sample = ProcessTreeSampler({"tree": root}).sample()
+    assert sample.memory_mb["tree"] > 0
