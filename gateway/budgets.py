@@ -38,7 +38,7 @@ from gateway.auth.identity import current_claims
 from gateway.auth.tokens import TokenError
 from gateway.errors import ApiError
 from gateway.settings import Settings, SettingsError
-from gateway.tenant_counter import NotifyingWait, TenantCounter
+from gateway.tenant_counter import TenantCounter
 
 log = logging.getLogger(__name__)
 
@@ -280,8 +280,7 @@ class Budgets:
     def counter(self, budget: str) -> TenantCounter:
         counter = self._concurrency.get(budget)
         if counter is None:
-            # Given back by the greenlet that took it: a release wakes a waiter at once.
-            counter = self._concurrency.setdefault(budget, TenantCounter(NotifyingWait()))
+            counter = self._concurrency.setdefault(budget, TenantCounter())
         return counter
 
     @contextlib.contextmanager

@@ -2,41 +2,31 @@
 
 One counter serves every per-tenant concurrency budget: the WASM pool's
 call slots (``gateway.functions.fairness``) and the database share and
-activity slots (``gateway.budgets``).  The rules they share live here once:
+activity slots (``gateway.budgets``).  Its rules:
 
 * a caller over its tenant's limit is refused at once, or after waiting at
   most ``wait_s`` for one of *its own tenant's* units to come back; a
   tenant never waits for another tenant, and a unit given back serves only
-  its own tenant's waiters;
+  its own tenant's waiters (the longest waiting first);
 * a ``math.inf`` limit counts the unit but never refuses it;
 * ``held(tenant)`` and ``waiting(tenant)`` show the counts (tests, metrics).
 
-Only the way a waiter learns that a unit came back differs, because the two
-sides give units back from different places:
+Any thread may give a unit back, a native one included: WASM slots are
+given back by the native pool thread the moment the call's work ends (not
+when the hub next resumes the caller, which under another tenant's burst
+can be hundreds of ms later), database shares by greenlets.  A native
+thread must not touch gevent objects, so the counts live under a native
+lock (held for a few dict operations, never across a wait or a greenlet
+switch), and a release wakes a waiting greenlet through its hub's
+thread-safe callback (``loop.run_callback_threadsafe``, gevent's way for
+another thread to wake a greenlet; ThreadPool delivers results the same
+way), or directly when it runs on the hub's own thread.
 
-* ``ThreadsafeNotifyingWait``: WASM slots are given back by the *native*
-  pool thread the moment the call's work ends (not when the hub next
-  resumes the caller, which under another tenant's burst can be hundreds of
-  ms later).  A native thread must not touch gevent objects, so the counts
-  live under a native lock (held for a few dict operations, never across a
-  wait), and the release wakes the tenant's longest waiter through its
-  hub's thread-safe callback (``loop.run_callback_threadsafe``, gevent's
-  way for another thread to wake a greenlet; ThreadPool delivers results
-  the same way).
-* ``PollingWait`` did the same before by having each waiter look again
-  every ``POLL_S``: under a noisy tenant's burst of spinning calls, its
-  waiters' wake-ups were ~7 % of the hub's busy time (py-spy ``--gil``).
-  Kept for comparison and as the fallback shape in the tests.
-* ``NotifyingWait``: database shares are given back by greenlets only, so
-  the release wakes the tenant's waiters through a (gevent-aware, under
-  monkey patching) ``threading.Condition``: at once, and a waiter costs no
-  CPU while it waits.  Polling here would cost every waiting request
-  1000 wake-ups a second on the hub, and a tenant over its share may have
-  many of them waiting: measured under gevent on the 2-core dev machine,
-  1 / 10 / 100 polling waiters took 10% / 13% / 43% of a core, notified
-  ones 0.1% / 0.2% / 1.1%; a polling waiter wakes about 1.3 ms (median)
-  after a native thread gives a unit back, a notified one about 0.1 ms
-  after a greenlet does.  Nobody waiting costs nothing either way.
+A waiter costs nothing while it waits.  Waiters that polled instead (every
+1 ms) cost the hub 10% / 13% / 43% of a core with 1 / 10 / 100 of them,
+notified ones 0.1% / 0.2% / 1.1% (gevent, the 2-core dev machine), and under
+a noisy tenant's burst of spinning calls polling for WASM slots was ~7 % of
+the hub's busy time (py-spy ``--gil``, 2026-11-24).
 """
 from __future__ import annotations
 
@@ -45,63 +35,9 @@ import contextlib
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from gateway.native import gevent_patched, original
-
-#: How often a polling waiter looks for a unit of its tenant.
-POLL_S = 0.001
-
-
-class Lock(Protocol):
-    def acquire(self, blocking: bool = ..., timeout: float = ...) -> bool: ...
-    def release(self) -> None: ...
-    def __enter__(self) -> bool: ...
-    def __exit__(self, *exc_info: object) -> None: ...
-
-
-class WaitStrategy(Protocol):
-    """How a waiter waits for its tenant's units.  ``wait`` and ``wake``
-    are called with ``lock`` held; ``wait`` releases it while it waits."""
-
-    lock: Lock
-
-    def wait(self, tenant: str, timeout_s: float) -> None: ...
-
-    def wake(self, tenant: str) -> None: ...
-
-    def forget(self, tenant: str) -> None: ...
-
-
-def cooperative_sleep(seconds: float) -> None:
-    """``time.sleep`` looked up at each call: gevent's once the process is
-    monkey-patched (the waiting greenlet yields to the hub), the plain one
-    otherwise, whichever was imported first."""
-    time.sleep(seconds)
-
-
-class PollingWait:
-    """Releasable from any thread, a native one included: the release only
-    changes the counts under a native lock, and waiters poll."""
-
-    def __init__(self, sleep: Callable[[float], None] = cooperative_sleep, poll_s: float = POLL_S) -> None:
-        self.lock: Lock = original("_thread", "allocate_lock", _thread.allocate_lock)()
-        self._sleep = sleep
-        self._poll_s = poll_s
-
-    def wait(self, tenant: str, timeout_s: float) -> None:
-        self.lock.release()
-        try:
-            self._sleep(min(self._poll_s, timeout_s))
-        finally:
-            self.lock.acquire()
-
-    def wake(self, tenant: str) -> None:
-        """Nothing to do: the waiters see the count on their next poll."""
-
-    def forget(self, tenant: str) -> None:
-        """Nothing is kept per tenant."""
 
 
 class _Wakeup:
@@ -133,70 +69,15 @@ class _Wakeup:
             self._hub.loop.run_callback_threadsafe(self._event.set)
 
 
-class ThreadsafeNotifyingWait:
-    """Releasable from any thread, a native one included, and a waiter costs
-    nothing while it waits: the release wakes the tenant's longest waiter."""
-
-    def __init__(self) -> None:
-        self.lock: Lock = original("_thread", "allocate_lock", _thread.allocate_lock)()
-        self._waiters: dict[str, deque[_Wakeup]] = {}
-
-    def wait(self, tenant: str, timeout_s: float) -> None:
-        wakeup = _Wakeup()
-        line = self._waiters.setdefault(tenant, deque())
-        line.append(wakeup)
-        self.lock.release()
-        try:
-            wakeup.wait(timeout_s)
-        finally:
-            self.lock.acquire()
-            with contextlib.suppress(ValueError):  # already taken off the line by a release
-                line.remove(wakeup)
-
-    def wake(self, tenant: str) -> None:
-        line = self._waiters.get(tenant)
-        if line:
-            line.popleft().set()
-
-    def forget(self, tenant: str) -> None:
-        self._waiters.pop(tenant, None)
-
-
-class NotifyingWait:
-    """Released only from the waiters' own kind of thread (greenlets under
-    gevent): a release notifies one waiter of its tenant."""
-
-    def __init__(self) -> None:
-        # threading's Lock and Condition are gevent's under monkey patching,
-        # so a waiting greenlet yields to the hub.
-        self.lock = threading.Lock()
-        # One condition per tenant that has waiters, so a release wakes only
-        # that tenant's.
-        self._freed: dict[str, threading.Condition] = {}
-
-    def wait(self, tenant: str, timeout_s: float) -> None:
-        freed = self._freed.get(tenant)
-        if freed is None:
-            freed = self._freed[tenant] = threading.Condition(self.lock)
-        freed.wait(timeout_s)
-
-    def wake(self, tenant: str) -> None:
-        freed = self._freed.get(tenant)
-        if freed is not None:
-            freed.notify()
-
-    def forget(self, tenant: str) -> None:
-        self._freed.pop(tenant, None)
-
-
 class TenantCounter:
     """Units held per tenant, waited for per tenant (see the module doc)."""
 
-    def __init__(self, strategy: WaitStrategy) -> None:
-        self._strategy = strategy
-        self._lock = strategy.lock
+    def __init__(self) -> None:
+        self._lock = original("_thread", "allocate_lock", _thread.allocate_lock)()
         self._held: dict[str, int] = {}
         self._waiting: dict[str, int] = {}
+        # Per tenant with waiters: their wake-ups, longest waiting first.
+        self._lines: dict[str, deque[_Wakeup]] = {}
 
     def _take(self, tenant: str, limit: float) -> bool:
         held = self._held.get(tenant, 0)
@@ -220,7 +101,7 @@ class TenantCounter:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return False
-                    self._strategy.wait(tenant, remaining)
+                    self._wait(tenant, remaining)
                     # Look again even when the wait timed out: a unit that came
                     # back just then is this waiter's.
                     if self._take(tenant, limit):
@@ -229,7 +110,7 @@ class TenantCounter:
                 self._waiting[tenant] -= 1
                 if not self._waiting[tenant]:
                     del self._waiting[tenant]
-                    self._strategy.forget(tenant)
+                    self._lines.pop(tenant, None)
 
     def release(self, tenant: str) -> None:
         with self._lock:
@@ -238,7 +119,23 @@ class TenantCounter:
                 self._held[tenant] = held
             else:
                 self._held.pop(tenant, None)
-            self._strategy.wake(tenant)
+            line = self._lines.get(tenant)
+            if line:
+                line.popleft().set()
+
+    def _wait(self, tenant: str, timeout_s: float) -> None:
+        """Wait, with the lock released, until a release of ``tenant`` or
+        the timeout; called with the lock held, returns with it held."""
+        wakeup = _Wakeup()
+        line = self._lines.setdefault(tenant, deque())
+        line.append(wakeup)
+        self._lock.release()
+        try:
+            wakeup.wait(timeout_s)
+        finally:
+            self._lock.acquire()
+            with contextlib.suppress(ValueError):  # already taken off the line by a release
+                line.remove(wakeup)
 
     # Reads without the lock: one dict lookup is atomic, and a count is only
     # ever a snapshot anyway.

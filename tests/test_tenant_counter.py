@@ -19,16 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from gateway.tenant_counter import NotifyingWait, PollingWait, TenantCounter, ThreadsafeNotifyingWait, WaitStrategy
+from gateway.tenant_counter import TenantCounter
 
 ROOT = Path(__file__).resolve().parent.parent
 DEADLINE_S = 30.0  # generous: only reached when something is broken
-STRATEGIES: list[Callable[[], WaitStrategy]] = [PollingWait, NotifyingWait, ThreadsafeNotifyingWait]
 
 
-@pytest.fixture(params=STRATEGIES, ids=["polling", "notifying", "threadsafe"])
-def counter(request) -> TenantCounter:
-    return TenantCounter(request.param())
+@pytest.fixture()
+def counter() -> TenantCounter:
+    return TenantCounter()
 
 
 def until(condition: Callable[[], bool], what: str) -> None:
@@ -112,9 +111,7 @@ def test_one_release_serves_one_waiter(counter: TenantCounter) -> None:
     assert [w.join() for w in waiters] == ["served", "served"]
 
 
-@pytest.mark.parametrize("strategy", [PollingWait, ThreadsafeNotifyingWait], ids=["polling", "threadsafe"])
-def test_a_counter_is_given_back_from_another_thread(strategy: Callable[[], WaitStrategy]) -> None:
-    counter = TenantCounter(strategy())
+def test_a_counter_is_given_back_from_another_thread(counter: TenantCounter) -> None:
     assert counter.try_acquire("t", 1)
     waiter = Waiter(counter, "t", 1)
     until(lambda: counter.waiting("t") == 1, "the call waits")
@@ -131,26 +128,25 @@ import json, sys, time
 import gevent
 from gevent._hub_local import get_hub_if_exists
 from gateway.native import native_sleep, start_native_thread
-from gateway.tenant_counter import NotifyingWait, PollingWait, TenantCounter, ThreadsafeNotifyingWait
+from gateway.tenant_counter import TenantCounter
 
-strategy, release_on = sys.argv[1], sys.argv[2]
+release_on = sys.argv[1]
 # Generous for a release that comes ~70 ms later, and short enough that a
 # wait blocking the hub fails here in ~20 s instead of hanging.
 WAIT_S = 10.0
-counter = TenantCounter({"polling": PollingWait, "notifying": NotifyingWait,
-                         "threadsafe": ThreadsafeNotifyingWait}[strategy]())
+counter = TenantCounter()
 assert counter.try_acquire("t1", 1) and counter.try_acquire("t2", 1)
 ticks = [0]
 looks = {"t1": 0, "t2": 0}
-strategy_wait = counter._strategy.wait
+counter_wait = counter._wait
 
 
 def counted_wait(tenant, timeout_s):
     looks[tenant] += 1
-    strategy_wait(tenant, timeout_s)
+    counter_wait(tenant, timeout_s)
 
 
-counter._strategy.wait = counted_wait
+counter._wait = counted_wait
 
 def tick():
     while True:
@@ -195,24 +191,22 @@ print(json.dumps({"served": served, "other_still_waiting": other_still_waiting, 
 '''
 
 
-def run_under_gevent(strategy: str, release_on: str) -> dict:
-    result = subprocess.run([sys.executable, "-c", GEVENT_SCRIPT, strategy, release_on], cwd=ROOT,
+def run_under_gevent(release_on: str) -> dict:
+    result = subprocess.run([sys.executable, "-c", GEVENT_SCRIPT, release_on], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize(("strategy", "release_on"),
-                         [("polling", "native"), ("polling", "greenlet"), ("notifying", "greenlet"),
-                          ("threadsafe", "native"), ("threadsafe", "greenlet")])
-def test_under_gevent_a_waiter_yields_and_is_served_by_its_tenants_release(strategy: str, release_on: str) -> None:
+@pytest.mark.parametrize("release_on", ["native", "greenlet"])
+def test_under_gevent_a_waiter_yields_and_is_served_by_its_tenants_release(release_on: str) -> None:
     """A waiting greenlet leaves the hub to others (the ticker runs); the
     WASM side's native thread gives the slot back without creating a hub
     (it touches no gevent object); the release serves its own tenant only."""
-    outcome = run_under_gevent(strategy, release_on)
+    outcome = run_under_gevent(release_on)
     assert (outcome["served"], outcome["other_still_waiting"], outcome["other_served"]) == ("served", True, "served")
     assert outcome["held"] == [1, 1]
     assert outcome["ticks_while_waiting"] > 0
     assert outcome["hub_on_release_thread"] == [release_on == "greenlet"]
-    if strategy != "polling":  # a notified waiter sleeps until its tenant's release: one look each
-        assert outcome["looks"] == {"t1": 1, "t2": 1}, outcome["looks"]
+    # A waiter sleeps until its tenant's release (it does not poll): one look each.
+    assert outcome["looks"] == {"t1": 1, "t2": 1}, outcome["looks"]

@@ -40,7 +40,7 @@ from gateway.db import tenant_transaction
 from gateway.errors import ApiError
 from gateway.native import original
 from gateway.settings import Settings, SettingsError
-from gateway.tenant_counter import TenantCounter, ThreadsafeNotifyingWait
+from gateway.tenant_counter import TenantCounter
 
 PLANS = ("free", "pro")
 #: Plan used for a tenant whose plan has no budget of its own.
@@ -133,7 +133,7 @@ class FunctionBudgets:
         self._buckets = TimeBuckets(clock)
         # Given back from the native pool thread when the work ends, which
         # wakes a waiter through its hub's thread-safe callback.
-        self.slots = TenantCounter(ThreadsafeNotifyingWait())
+        self.slots = TenantCounter()
 
     def budget_for(self, claims: Mapping[str, Any]) -> PlanBudget:
         plan = self._plan_of(claims)
