@@ -20,6 +20,7 @@ import requests
 
 from gateway.functions.demotion import LongCallDemotion
 from tests.test_function_fairness import TIME_SPIN, deploy, invoke
+from tests.test_function_limits import gateway_process
 from wasm.build import example_wasm
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -178,7 +179,7 @@ def test_a_spinning_call_runs_at_sched_idle_and_its_thread_comes_back(running_st
     """Against the real gateway: while charlie's spinning call runs, its pool
     thread is SCHED_IDLE; once it has ended no gateway thread is, and a short
     call is never moved."""
-    gateway = psutil.Process(running_stack[1].processes["gateway"].pid)
+    gateway = gateway_process(running_stack)
     deploy(gateway_url, tokens["charlie"], "demote-spin", TIME_SPIN, "text/plain", "?fuel=1000000000&timeout_ms=600")
     deploy(gateway_url, tokens["alice"], "demote-add", example_wasm("add"), "application/wasm")
     assert _idle_threads(gateway) == []
