@@ -38,6 +38,10 @@ class GatewayMetrics:
                                       "WASM cold start: module load (compile or deserialize) + instantiate",
                                       buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
                                       registry=self.registry)
+        self.wasm_placement = Counter("apprun_wasm_calls", "WASM calls by where they ran: inline (on the "
+                                      "gevent hub), pool (native threads), inline_cut (an inline attempt "
+                                      "that reached its slice; the call then ran in the pool)",
+                                      ["placement"], registry=self.registry)
         self.wasm_call = Histogram("apprun_wasm_hot_call_seconds", "WASM hot call (instantiate + export call)",
                                    buckets=(1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 0.05),
                                    registry=self.registry)

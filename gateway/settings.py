@@ -122,6 +122,10 @@ class Settings:
     # (gateway/functions/demotion.py): a spinning call then gets only the CPU
     # nobody else wants.  0: calls keep their class.
     function_demote_after_ms: int = 50
+    # Fuel slice of a call run inline on the gevent hub instead of the pool
+    # (gateway/functions/inline.py): only modules seen to fit it, cut and
+    # re-run in the pool when an attempt does not.  0: every call in the pool.
+    function_inline_fuel: int = 200_000
     function_cache_dir: str = ""
     # Per-tenant WASM budgets by tenants.plan (gateway/functions/fairness.py):
     # calls at once (each below function_threads; one spinning call takes a
@@ -208,8 +212,9 @@ class Settings:
         for name in _POSITIVE_EDGE_SETTINGS:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"APPRUN_{name.upper()} must be positive")
-        if self.function_demote_after_ms < 0:
-            raise SettingsError("APPRUN_FUNCTION_DEMOTE_AFTER_MS must be 0 (off) or positive")
+        for name in ("function_demote_after_ms", "function_inline_fuel"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"APPRUN_{name.upper()} must be 0 (off) or positive")
 
 
 # Limits of the HTTP edge and of login throttling (0 would disable a guard).

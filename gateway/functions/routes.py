@@ -201,6 +201,7 @@ def invoke_function(name: str) -> Response:
 def init_app(app: Flask) -> None:
     settings = app.config["APPRUN_SETTINGS"]
     metrics = app.extensions["apprun.metrics"]
+    placements = {placement: metrics.wasm_placement.labels(placement) for placement in ("inline", "pool", "inline_cut")}
     runtime = FunctionRuntime(
         defaults=Limits(settings.function_fuel, settings.function_memory_bytes, settings.function_timeout_ms),
         ceilings=Limits(settings.function_fuel_ceiling, settings.function_memory_ceiling_bytes,
@@ -209,11 +210,13 @@ def init_app(app: Flask) -> None:
         threads=settings.function_threads,
         thread_nice=settings.function_thread_nice,
         demote_after_ms=settings.function_demote_after_ms,
+        inline_fuel=settings.function_inline_fuel,
         table_elements=settings.function_table_elements,
         pooling=settings.function_pooling,
         cache_dir=settings.function_cache_dir,
         on_cold_start=metrics.wasm_compile.observe,
         on_call=metrics.wasm_call.observe,
+        on_placed=lambda placement: placements[placement].inc(),
     )
     app.extensions["apprun.functions"] = runtime
     # The plan lookup is injectable: gateway/budgets.py's tenant_plan(claims)

@@ -40,6 +40,7 @@ from gateway.functions.abi import (
 )
 from gateway.functions.demotion import LongCallDemotion
 from gateway.functions.engine import Pooling, build_engine
+from gateway.functions.inline import InlineCalls
 from gateway.functions.limits import Limits, resolve_limits, store_budget
 from gateway.functions.sandbox import PreparedModule, Sandbox
 from gateway.native import NativePool, native_sleep, original, retire_this_thread, start_native_thread
@@ -51,6 +52,8 @@ PAGE_BYTES = 65536
 #: pooling allocator's slots ("... does not fit in pooling allocator requirements").
 POOLING_REFUSAL = "pooling allocator"
 MODULE_CACHE_SIZE = 256
+#: How long the epoch ticker keeps ticking after the last call ends; see EpochTicker.
+TICKER_LINGER_S = 1.0
 ABI_EXPORTS = ("memory", "alloc", "handle")
 __all__ = ["FunctionError", "FunctionRuntime", "InvokeResult", "Limits"]
 
@@ -64,59 +67,78 @@ class InvokeResult:
 
 
 class EpochTicker:
-    """Advances the engine's epoch every ``tick_ms`` on a native thread, but
-    only while at least one call runs (``with ticker.running():``).
+    """Advances the engine's epoch every ``tick_ms`` on a native thread
+    while calls run, and for ``linger_s`` after the last one ends.
 
     An epoch deadline is set relative to the epoch when a store is made, and
     only a running call can pass it, so ticks while nothing runs serve no
     purpose; each one takes the GIL, and 100 idle wake-ups a second were the
     idle gateway's whole CPU (about 8 ms per second, measured with py-spy
-    and psutil).  A call's deadline then counts from its first tick, which
-    comes at most ``tick_ms`` after the call starts, as before."""
+    and psutil).  So the ticker parks when calls stop.  It lingers first:
+    waking it costs a thread wake-up and a GIL hand-off, more than a small
+    call run inline on the hub (functions/inline.py), and under load calls
+    come many times a second.  A call's deadline counts from its first
+    tick, which comes at most ``tick_ms`` after the call starts."""
 
-    def __init__(self, engine: wasmtime.Engine, tick_ms: int, on_tick: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, engine: wasmtime.Engine, tick_ms: int, on_tick: Callable[[], None] = lambda: None,
+                 linger_s: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._engine = engine
         self._on_tick = on_tick
         self._interval = tick_ms / 1000.0
+        self._linger_s = linger_s
+        self._clock = clock
         self._stopped = False
-        # Native locks: the calls run on native pool threads and the ticker
-        # on its own thread, never in the gevent hub.
+        # Native locks: the calls run on native pool threads (or inline on
+        # the hub, which never waits long on them) and the ticker on its own thread.
         allocate_lock = original("_thread", "allocate_lock", _thread.allocate_lock)
         self._count_lock = allocate_lock()
-        self._idle = allocate_lock()  # held while no call runs; the ticker waits on it
-        self._idle.acquire()
+        # A one-permit semaphore: the parked ticker waits to acquire it,
+        # the first call to start while it is parked releases it.
+        self._wake = allocate_lock()
+        self._wake.acquire()
+        self._parked = False
         self._running = 0
+        self._last_end = -math.inf
         start_native_thread(self._run, "wasm-epoch-ticker")
 
     def _run(self) -> None:
         sleep = native_sleep()
         while not self._stopped:
-            self._idle.acquire()  # returns at once while a call runs
-            self._idle.release()
+            with self._count_lock:
+                park = self._running == 0 and self._clock() - self._last_end >= self._linger_s
+                self._parked = park
+            if park:
+                self._wake.acquire()  # until a call starts (or stop())
+                continue
             sleep(self._interval)
             self._engine.increment_epoch()
             self._on_tick()
+
+    @property
+    def parked(self) -> bool:
+        """True while the thread waits for a call to start."""
+        return self._parked
 
     @contextmanager
     def running(self) -> Iterator[None]:
         with self._count_lock:
             self._running += 1
-            if self._running == 1:
-                self._idle.release()
+            if self._parked:
+                self._parked = False
+                self._wake.release()
         try:
             yield
         finally:
             with self._count_lock:
                 self._running -= 1
-                if self._running == 0:
-                    self._idle.acquire()
+                self._last_end = self._clock()
 
     def stop(self) -> None:
-        self._stopped = True
         with self._count_lock:
-            if self._running == 0:  # let the thread see _stopped and end
-                self._running = -1
-                self._idle.release()
+            self._stopped = True
+            if self._parked:  # let the thread see _stopped and end
+                self._parked = False
+                self._wake.release()
 
 
 def describe_exports(module: wasmtime.Module) -> list[dict[str, Any]]:
@@ -158,9 +180,10 @@ def validate_exports(exports: list[dict[str, Any]]) -> None:
 class FunctionRuntime:
     def __init__(self, *, defaults: Limits, ceilings: Limits, tick_ms: int, threads: int,
                  table_elements: int = 10_000, cache_dir: str = "", pooling: bool = False,
-                 thread_nice: int = 0, demote_after_ms: int = 0,
+                 thread_nice: int = 0, demote_after_ms: int = 0, inline_fuel: int = 0,
                  on_cold_start: Callable[[float], None] | None = None,
-                 on_call: Callable[[float], None] | None = None) -> None:
+                 on_call: Callable[[float], None] | None = None,
+                 on_placed: Callable[[str], None] | None = None) -> None:
         # Every store lives on one pool thread and is deleted before that
         # thread takes the next call; the slack covers inline (ungevented) use.
         self.engine = build_engine(Pooling(2 * max(1, threads) + 2, ceilings.memory_bytes, table_elements)
@@ -183,10 +206,16 @@ class FunctionRuntime:
         # threads: a call run inline (no gevent) would demote its caller.
         self._demotion = (LongCallDemotion(demote_after_ms / 1000, thread_nice, on_spent=retire_this_thread)
                           if demote_after_ms > 0 and self._pool.threaded else None)
+        # Small calls of modules known to be small run on the caller's
+        # thread (functions/inline.py).  Without gevent the pool runs calls
+        # on the caller's thread too; the rule is the same, so it is tested there.
+        self._inline = InlineCalls(inline_fuel) if inline_fuel > 0 else None
         self._ticker = EpochTicker(self.engine, tick_ms,
-                                   on_tick=self._demotion.demote_overdue if self._demotion else lambda: None)
+                                   on_tick=self._demotion.demote_overdue if self._demotion else lambda: None,
+                                   linger_s=TICKER_LINGER_S if self._inline else 0.0)
         self._on_cold_start = on_cold_start
         self._on_call = on_call
+        self._on_placed = on_placed or (lambda _placement: None)
 
     # -- deploy ------------------------------------------------------------
     def compile(self, wasm: bytes, limits: Limits | None = None) -> tuple[str, PreparedModule, list[dict[str, Any]]]:
@@ -298,31 +327,66 @@ class FunctionRuntime:
     def invoke(self, module: PreparedModule, limits: Limits, request: dict[str, Any] | Any,
                load_ms: float | None, charge: Callable[[float], None] | None = None,
                on_native_done: Callable[[], None] | None = None) -> InvokeResult:
-        """Run the call on the native pool; ``charge(seconds)`` gets the time
-        it spent there (not the time it queued), success or failure, and
-        ``on_native_done()`` runs on the native thread as soon as the work
-        ends (before the hub resumes this greenlet)."""
+        """Run the call inline when its module is known to be small
+        (functions/inline.py), else on the native pool; ``charge(seconds)``
+        gets the time the call ran (not the time it queued), success or
+        failure, and ``on_native_done()`` runs as soon as the work ends (on
+        the native thread, before the hub resumes this greenlet)."""
+        if self._inline is not None and self._inline.eligible(module):
+            outcome, seconds = _timed(self._invoke_inline, module, limits, request)
+            if charge is not None:
+                charge(seconds)
+            if not isinstance(outcome, _SliceSpent):
+                self._on_placed("inline")
+                if on_native_done is not None:
+                    on_native_done()
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                return outcome
+            self._inline.cut(module)
+            self._on_placed("inline_cut")
         timed = functools.partial(_timed, on_native_done=on_native_done)
         outcome, seconds = self._run(timed, self._invoke_sync, module, limits, request, load_ms)
         if charge is not None:
             charge(seconds)
+        self._on_placed("pool")
         if isinstance(outcome, BaseException):
             raise outcome
+        if self._inline is not None:
+            self._inline.observed_in_pool(module, outcome.fuel_used)
         return outcome
+
+    def _deadline_ticks(self, limits: Limits) -> int:
+        return max(1, math.ceil(limits.timeout_ms / self.tick_ms))
 
     def _invoke_sync(self, module: PreparedModule, limits: Limits, request: Any,
                      load_ms: float | None) -> InvokeResult:
         with self._ticker.running(), (self._demotion.call() if self._demotion else contextlib.nullcontext()):
-            return self._invoke_ticking(module, limits, request, load_ms)
+            return self._invoke_ticking(module, limits, request, load_ms, limits.fuel, self._deadline_ticks(limits))
+
+    def _invoke_inline(self, module: PreparedModule, limits: Limits, request: Any) -> InvokeResult:
+        """One attempt within the inline slice; raises _SliceSpent when the
+        slice (not the call's own limits) stopped it."""
+        assert self._inline is not None
+        with self._ticker.running():
+            return self._invoke_ticking(module, limits, request, None, min(limits.fuel, self._inline.fuel),
+                                        min(self._deadline_ticks(limits), self._inline.ticks))
 
     def _invoke_ticking(self, module: PreparedModule, limits: Limits, request: Any,
-                        load_ms: float | None) -> InvokeResult:
+                        load_ms: float | None, fuel: int, ticks: int) -> InvokeResult:
+        """The call with ``fuel`` and ``ticks``: the call's own limits, or
+        less for an inline attempt, whose traps on them are _SliceSpent."""
+        def sliced(trap: wasmtime.Trap) -> bool:
+            return ((trap.trap_code == wasmtime.TrapCode.OUT_OF_FUEL and fuel < limits.fuel)
+                    or (trap.trap_code == wasmtime.TrapCode.INTERRUPT and ticks < self._deadline_ticks(limits)))
+
         started = time.perf_counter()
         try:
             # A start function runs here, under the same fuel and epoch deadline.
-            sandbox = Sandbox(module, store_budget(limits.memory_bytes, self.table_elements), limits.fuel,
-                              max(1, math.ceil(limits.timeout_ms / self.tick_ms)))
+            sandbox = Sandbox(module, store_budget(limits.memory_bytes, self.table_elements), fuel, ticks)
         except wasmtime.Trap as trap:
+            if sliced(trap):
+                raise _SliceSpent from None
             raise _trap_error(trap, None, limits) from None
         except wasmtime.WasmtimeError as exc:
             raise FunctionError(422, "function_memory_limit" if "memory" in str(exc) else "instantiation_failed",
@@ -336,13 +400,15 @@ class FunctionRuntime:
                 else:
                     output = call_handler(sandbox, request)
             except wasmtime.Trap as trap:
+                if sliced(trap):
+                    raise _SliceSpent from None
                 raise _trap_error(trap, _memory_in_use(sandbox), limits) from None
             except wasmtime.WasmtimeError as exc:
                 raise FunctionError(422, "function_error", "the function failed",
                                     details=str(exc).splitlines()[0][:300]) from None
             # Measured before the store is deleted, as it always was.
             finished = time.perf_counter()
-            fuel_used = limits.fuel - sandbox.fuel_left()
+            fuel_used = fuel - sandbox.fuel_left()
         cold_ms = None
         if load_ms is not None:
             cold_ms = load_ms + (instantiated - started) * 1000
@@ -364,6 +430,10 @@ def _exceeds_limits(details: str) -> FunctionError:
     return FunctionError(400, "module_exceeds_limits", "the module cannot be instantiated within its limits",
                          details=details, hint="declare smaller tables or memories, or deploy with a higher "
                                                "memory_bytes (tables count toward it)")
+
+
+class _SliceSpent(Exception):  # noqa: N818 - a signal between two methods, never seen by callers
+    """An inline attempt reached its slice: run the call again in the pool."""
 
 
 def _timed(fn: Callable[..., Any], *args: Any,
