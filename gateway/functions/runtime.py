@@ -9,7 +9,10 @@
   deadline; a native ticker thread advances the epoch, so a runaway loop is
   interrupted on time even while the gevent hub is busy elsewhere.
 * Calls run on a native thread pool: wasmtime-py calls go through ctypes,
-  which releases the GIL, so the hub keeps serving other requests.
+  which releases the GIL, so the hub keeps serving other requests.  Small
+  calls of modules seen to be small run inline instead, within a slice of
+  fuel and time, and run again in the pool when they outgrow it
+  (functions/inline.py): the hand-off cost more than such a call.
 """
 from __future__ import annotations
 
