@@ -23,6 +23,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.cost import started_stack  # noqa: E402
+from wasm.build import example_wasm  # noqa: E402
 
 WARMUP_CALLS = 300
 REPEATS = 3
@@ -74,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.code:
         sys.path.insert(0, str(Path(args.code).resolve()))
+        # The stack's modules already imported this checkout's settings:
+        # forget its gateway package so that create_app comes from --code.
+        for name in [module for module in sys.modules if module == "gateway" or module.startswith("gateway.")]:
+            del sys.modules[name]
     with started_stack(args) as (state, seed_password):
         from gateway.app import create_app
 
@@ -85,12 +90,19 @@ def main(argv: list[str] | None = None) -> int:
         client = app.test_client()
         token = client.post("/auth/login", data=login, content_type="application/json").get_json()["access_token"]
         bearer = {"Authorization": f"Bearer {token}"}
+        deployed = client.put("/functions/wsgi-cost-price", data=example_wasm("price_tax"),
+                              content_type="application/wasm", headers=bearer)
+        if deployed.status_code not in (200, 201):
+            raise RuntimeError(f"deploying the WASM example answered {deployed.status_code}")
+        price_input = json.dumps({"items": [{"name": "A", "price_cents": 1000}], "tax_rate_bp": 2000}).encode()
         kinds = {
             "healthz": wsgi_caller(app, "/healthz"),
             "auth_me": wsgi_caller(app, "/auth/me", headers=bearer),
             "data_list": wsgi_caller(app, "/data/products", headers=bearer),
             "data_count_exact": wsgi_caller(app, "/data/products?select=id,name,price&price=gte.1&order=name.asc"
                                                  "&limit=10", headers={**bearer, "Prefer": "count=exact"}),
+            "wasm_invoke": wsgi_caller(app, "/functions/wsgi-cost-price/invoke", method="POST",
+                                       headers={**bearer, "Content-Type": "application/json"}, body=price_input),
         }
         import gateway
 

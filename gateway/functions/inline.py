@@ -37,6 +37,9 @@ from gateway.functions.sandbox import PreparedModule
 #: Epoch ticks an inline attempt may run: two, so that a call of a few
 #: microseconds that happens to straddle one tick is never cut.
 INLINE_TICKS = 2
+#: Where a call ran, as the runtime reports it (``on_placed``) and /metrics counts it.
+INLINE, POOL, INLINE_CUT = "inline", "pool", "inline_cut"
+PLACEMENTS = (INLINE, POOL, INLINE_CUT)
 
 
 class InlineCalls:

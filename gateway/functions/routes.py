@@ -24,6 +24,7 @@ from gateway.functions.fairness import (
     plan_budgets,
     plan_from_database,
 )
+from gateway.functions.inline import PLACEMENTS
 from gateway.functions.limits import Limits, parse_requested_limits
 from gateway.functions.runtime import FunctionRuntime
 from gateway.rbac.enforcer import authorize
@@ -201,7 +202,7 @@ def invoke_function(name: str) -> Response:
 def init_app(app: Flask) -> None:
     settings = app.config["APPRUN_SETTINGS"]
     metrics = app.extensions["apprun.metrics"]
-    placements = {placement: metrics.wasm_placement.labels(placement) for placement in ("inline", "pool", "inline_cut")}
+    placements = {placement: metrics.wasm_placement.labels(placement) for placement in PLACEMENTS}
     runtime = FunctionRuntime(
         defaults=Limits(settings.function_fuel, settings.function_memory_bytes, settings.function_timeout_ms),
         ceilings=Limits(settings.function_fuel_ceiling, settings.function_memory_ceiling_bytes,

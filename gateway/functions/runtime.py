@@ -43,7 +43,7 @@ from gateway.functions.abi import (
 )
 from gateway.functions.demotion import LongCallDemotion
 from gateway.functions.engine import Pooling, build_engine
-from gateway.functions.inline import InlineCalls
+from gateway.functions.inline import INLINE, INLINE_CUT, POOL, InlineCalls
 from gateway.functions.limits import Limits, resolve_limits, store_budget
 from gateway.functions.sandbox import PreparedModule, Sandbox
 from gateway.native import NativePool, native_sleep, original, retire_this_thread, start_native_thread
@@ -193,6 +193,8 @@ class FunctionRuntime:
                                    if pooling else None)
         self.defaults = defaults
         self.ceilings = ceilings
+        self._default_values = defaults.to_json()
+        self._ceiling_values = ceilings.to_json()
         self.tick_ms = tick_ms
         self.table_elements = table_elements
         self._modules: OrderedDict[str, PreparedModule] = OrderedDict()
@@ -263,10 +265,10 @@ class FunctionRuntime:
 
     def effective_limits(self, stored: dict[str, Any]) -> Limits:
         """A deployed function's limits under today's ceilings: a function
-        deployed under a higher ceiling is held to the current one."""
-        values = {**self.defaults.to_json(), **stored}
-        ceilings = self.ceilings.to_json()
-        return Limits(**{name: min(int(values[name]), ceilings[name]) for name in ceilings})
+        deployed under a higher ceiling is held to the current one.  Per
+        invoke, so the two dicts are made once (``to_json`` deep-copies)."""
+        values = {**self._default_values, **stored}
+        return Limits(**{name: min(int(values[name]), ceiling) for name, ceiling in self._ceiling_values.items()})
 
     # -- module cache ----------------------------------------------------------
     def _remember(self, digest: str, module: PreparedModule) -> None:
@@ -340,19 +342,19 @@ class FunctionRuntime:
             if charge is not None:
                 charge(seconds)
             if not isinstance(outcome, _SliceSpent):
-                self._on_placed("inline")
+                self._on_placed(INLINE)
                 if on_native_done is not None:
                     on_native_done()
                 if isinstance(outcome, BaseException):
                     raise outcome
                 return outcome
             self._inline.cut(module)
-            self._on_placed("inline_cut")
+            self._on_placed(INLINE_CUT)
         timed = functools.partial(_timed, on_native_done=on_native_done)
         outcome, seconds = self._run(timed, self._invoke_sync, module, limits, request, load_ms)
         if charge is not None:
             charge(seconds)
-        self._on_placed("pool")
+        self._on_placed(POOL)
         if isinstance(outcome, BaseException):
             raise outcome
         if self._inline is not None:
