@@ -71,6 +71,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workflows", type=int, default=30, help="workflows started and awaited (default 30)")
     parser.add_argument("--gateway-workers", type=int, default=1, help="gateway processes of a started stack")
     parser.add_argument("--only", help="comma-separated request kinds to measure (default: all)")
+    parser.add_argument("--requests", type=int,
+                        help="at most this many requests per kind, with no warm-up: for a --state-dir stack whose "
+                             "tenant rate budgets are on, so a fast kind stays under its burst instead of "
+                             "measuring 429s")
     parser.add_argument("--json", dest="json_path", default="reports/cost.json",
                         help="where to write the figures as JSON (default reports/cost.json)")
     args, _unknown = parser.parse_known_args(argv)  # ./dev bench passes the same arguments to every script
@@ -229,7 +233,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for name, spec in kinds.items():
             if wanted is None or name in wanted:
                 measured = measure(target.url, spec, {k: target.components[k] for k in ("gateway", "postgres")},
-                                   args.seconds, args.connections)
+                                   args.seconds, args.connections, count=args.requests)
                 rows.append(row(name, measured, floor_before))
         if (wanted is None or "workflow" in wanted) and args.workflows > 0 and target.components["workflow"]:
             measured, extra = measure_workflows(target, args.workflows, args.connections)
