@@ -103,16 +103,18 @@ def test_an_attempt_over_the_fuel_slice_runs_again_in_the_pool_with_the_same_ans
 
 def test_the_epoch_cuts_an_inline_attempt_that_fuel_would_let_run() -> None:
     """A slice larger than the call's own fuel: the attempt's two-tick
-    deadline (2 ms with 1 ms ticks) is what sends a 50 x 8 MiB fill (about
-    20 ms here) to the pool."""
-    runtime = Runtime(CEILINGS.fuel, tick_ms=1)
+    deadline (5-10 ms with 5 ms ticks) is what sends a 113 x 8 MiB fill
+    (948 MB, about 43 ms here; under the fuel ceiling, since wasmtime
+    charges a unit per byte) to the pool.  The empty fills before it have
+    a whole tick to finish in, so a moment without a CPU does not cut them."""
+    runtime = Runtime(CEILINGS.fuel, tick_ms=5)
     try:
         fill = runtime.module(fill_wasm())
         generous = Limits(CEILINGS.fuel, DEFAULTS.memory_bytes, CEILINGS.timeout_ms)
         assert runtime.call(fill, "fill", 0, limits=generous)[0] == {"result": 0}
         assert runtime.call(fill, "fill", 0, limits=generous)[0] == {"result": 0}
         assert runtime.placements == ["pool", "inline"]
-        output, fuel = runtime.call(fill, "fill", 50, limits=generous)
+        output, fuel = runtime.call(fill, "fill", 113, limits=generous)
         assert output == {"result": 0} and fuel < CEILINGS.fuel
         assert runtime.placements[2:] == ["inline_cut", "pool"]
     finally:
