@@ -3,11 +3,10 @@
 CPython builds differ a lot in speed. Distribution packages (Debian's
 ``/usr/bin/python3.11``) are built with profile-guided optimization and
 link-time optimization. pyenv's default build has neither, so the same code
-runs slower on it. The gateway's CPU is mostly interpreter time (``perf``,
-README "Cost and headroom"). On the 2-core reference machine, on
-2026-11-24, the kpi profile took 39-44 % of the machine on Debian's build
-and 47-48 % on pyenv's, back to back. So ``./dev`` makes ``.venv`` with
-the distribution's interpreter when there is one (see ``pick_python`` there).
+runs slower on it. The gateway's CPU is mostly interpreter time, and the
+kpi run's CPU on each build is in the README ("Which Python"). So ``./dev``
+makes ``.venv`` with the distribution's interpreter when there is one (see
+``pick_python`` there).
 
 This probe is a small pure-Python workload, run in turns, each interpreter
 scored by its median round. On a shared VM it still moves: of six runs on
