@@ -42,12 +42,11 @@ from kpi.floor import (  # noqa: E402
     FloorFigures,
     Measurement,
     RequestSpec,
-    cpu_difference,
-    cpu_snapshot,
     free_port,
     measure,
     measure_floor,
 )
+from kpi.process_cpu import cpu_difference, cpu_snapshot  # noqa: E402
 from stack import stack  # noqa: E402
 from stack.config import StackConfig  # noqa: E402
 from wasm.build import example_wasm  # noqa: E402

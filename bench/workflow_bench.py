@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil  # noqa: E402
 
+from kpi.process_cpu import tree_cpu_seconds  # noqa: E402
 from kpi.sampler import proportional_set_size  # noqa: E402
 from kpi.target import require_loopback  # noqa: E402
 from stack import stack  # noqa: E402
@@ -99,14 +100,7 @@ class ProcessTree:
         return [self.root] + self.root.children(recursive=True)
 
     def cpu_s(self) -> float:
-        total = 0.0
-        for proc in self.processes():
-            try:
-                times = proc.cpu_times()
-                total += times.user + times.system + times.children_user + times.children_system
-            except psutil.Error:
-                pass
-        return total
+        return tree_cpu_seconds(self.root.pid)
 
     def pss_mb(self) -> float:
         total = 0

@@ -7,7 +7,8 @@ day, so the stack's figures are stated as ratios to this floor.
 Also the closed-loop load driver the floor and ``bench/cost.py`` share: a
 separate process (so its own CPU is never counted) running keep-alive
 connections with geventhttpclient, while the measuring process reads the
-server's process-tree CPU time with psutil before and after the window.
+server's process-tree CPU time (kpi/process_cpu.py, per thread to the
+nanosecond) before and after the window.
 
 ``python -m kpi.floor`` prints the floor; ``python -m kpi.floor serve PORT``
 and ``python -m kpi.floor drive SPEC_JSON`` are the two helper processes.
@@ -25,6 +26,8 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from kpi.process_cpu import cpu_difference, cpu_snapshot
 
 DEFAULT_CONNECTIONS = 8  # the issue's wrk runs used 8 connections
 WARMUP_S = 0.5
@@ -68,38 +71,6 @@ class Measurement:
 
     def cpu_ms_per_request(self, component: str) -> float:
         return self.cpu_s.get(component, 0.0) * 1000 / max(1, self.requests)
-
-
-# -- CPU of process trees ------------------------------------------------------
-
-def tree_cpu_seconds(root_pid: int) -> float:
-    """User + system CPU seconds of a process and all its descendants,
-    including children they have already reaped (PostgreSQL backends that
-    ended, supervised gateway workers), so a difference of two readings is
-    the tree's CPU in between."""
-    import psutil
-
-    try:
-        root = psutil.Process(root_pid)
-        processes = [root] + root.children(recursive=True)
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0.0
-    for proc in processes:
-        try:
-            times = proc.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system + times.children_user + times.children_system
-    return total
-
-
-def cpu_snapshot(components: Mapping[str, Iterable[int]]) -> dict[str, float]:
-    return {name: sum(tree_cpu_seconds(pid) for pid in pids) for name, pids in components.items()}
-
-
-def cpu_difference(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
-    return {name: max(0.0, after[name] - before[name]) for name in before}
 
 
 # -- the driver ----------------------------------------------------------------

@@ -9,7 +9,8 @@ import time
 
 import psutil
 
-from kpi.floor import FloorFigures, RequestSpec, measure, measure_floor, tree_cpu_seconds
+from kpi.floor import FloorFigures, RequestSpec, measure, measure_floor
+from kpi.process_cpu import cpu_difference, cpu_snapshot, tree_cpu_seconds
 from tests.conftest import SEED_PASSWORD
 
 
@@ -38,6 +39,34 @@ def test_tree_cpu_counts_descendants() -> None:
             child.kill()
         parent.kill()
         parent.wait()
+
+
+def test_tree_cpu_resolves_less_than_a_clock_tick() -> None:
+    # A child burns 2 ms of CPU between two readings.  Tick-based figures
+    # (/proc/<pid>/stat, 10 ms a tick) read 0 or 10 ms for that; a 30-request
+    # benchmark window needs the per-thread nanosecond figures.
+    burner = ("import sys, time\nfor line in sys.stdin:\n"
+              "    end = time.process_time() + float(line)\n"
+              "    while time.process_time() < end: pass\n"
+              "    print('done', flush=True)\n")
+    child = subprocess.Popen([sys.executable, "-c", burner], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert child.stdin is not None and child.stdout is not None
+        child.stdin.write("0.001\n")  # warm up: the interpreter's start-up is not in the window
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "done"
+        burned_ms = []
+        for _ in range(3):
+            before = cpu_snapshot({"child": [child.pid]})
+            child.stdin.write("0.002\n")
+            child.stdin.flush()
+            assert child.stdout.readline().strip() == "done"
+            burned_ms.append(cpu_difference(before, cpu_snapshot({"child": [child.pid]}))["child"] * 1000)
+        assert all(2.0 <= ms < 6.0 for ms in burned_ms), burned_ms
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_driver_counts_non_2xx_as_errors(gateway_url) -> None:
