@@ -10,7 +10,7 @@ polling itself does not count) and the median start latency.  Without ``--host``
 embedded stack, starting what is not running and stopping only that.
 
 With the embedded stack it also prints the CPU time per workflow of the
-Temporal dev server and of the worker (psutil, whole process trees, from the
+Temporal dev server and of the worker (kpi/process_cpu.py: whole process trees, from the
 first start to the last completion, after ``--warmup`` workflows), and their
 idle CPU per second measured just before.  ``--soak-minutes M --rate R``
 then starts R workflows per second for M minutes and prints the dev
@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil  # noqa: E402
 
-from kpi.process_cpu import tree_cpu_seconds  # noqa: E402
+from kpi import process_cpu  # noqa: E402
+from kpi.process_cpu import TreeReading, cpu_difference  # noqa: E402
 from kpi.sampler import proportional_set_size  # noqa: E402
 from kpi.target import require_loopback  # noqa: E402
 from stack import stack  # noqa: E402
@@ -99,9 +100,6 @@ class ProcessTree:
     def processes(self) -> list[psutil.Process]:
         return [self.root] + self.root.children(recursive=True)
 
-    def cpu_s(self) -> float:
-        return tree_cpu_seconds(self.root.pid)
-
     def pss_mb(self) -> float:
         total = 0
         for proc in self.processes():
@@ -112,8 +110,8 @@ class ProcessTree:
         return total / 1e6
 
 
-def cpu_snapshot(trees: dict[str, ProcessTree]) -> dict[str, float]:
-    return {name: tree.cpu_s() for name, tree in trees.items()}
+def cpu_snapshot(trees: dict[str, ProcessTree]) -> dict[str, TreeReading]:
+    return process_cpu.cpu_snapshot({name: [tree.root.pid] for name, tree in trees.items()})
 
 
 def start_and_wait(session: requests.Session, host: str, count: int, concurrency: int) -> tuple[list, dict, float]:
@@ -136,10 +134,10 @@ def run(host: str, count: int, concurrency: int, trees: dict[str, ProcessTree], 
     if trees and args.idle_s > 0:
         before = cpu_snapshot(trees)
         time.sleep(args.idle_s)
-        idle = {name: (cpu - before[name]) / args.idle_s for name, cpu in cpu_snapshot(trees).items()}
+        idle = {name: cpu / args.idle_s for name, cpu in cpu_difference(before, cpu_snapshot(trees)).items()}
     cpu_before, wall_before = cpu_snapshot(trees), time.perf_counter()
     results, outcome, start_phase = start_and_wait(session, host, count, concurrency)
-    cpu_after, wall = cpu_snapshot(trees), time.perf_counter() - wall_before
+    cpu_used, wall = cpu_difference(cpu_before, cpu_snapshot(trees)), time.perf_counter() - wall_before
     completed_runs = [e for e in outcome.values() if e["status"] == "completed"]
     completed = len(completed_runs)
     total = (max(datetime.fromisoformat(e["ended_at"]) for e in completed_runs)
@@ -155,10 +153,10 @@ def run(host: str, count: int, concurrency: int, trees: dict[str, ProcessTree], 
     if trees:
         print(f"CPU per workflow over {wall:.1f} s (ms; idle CPU ms/s measured before, {args.idle_s:g} s):")
         for name in trees:
-            used_ms = (cpu_after[name] - cpu_before[name]) * 1000
+            used_ms = cpu_used[name] * 1000
             print(f"  {name:9s} {used_ms / count:7.2f} ms/workflow   (idle {idle.get(name, 0) * 1000:6.1f} ms/s, "
                   f"net of idle {(used_ms - idle.get(name, 0) * 1000 * wall) / count:7.2f})")
-        both = sum(cpu_after[n] - cpu_before[n] for n in ("temporal", "worker") if n in trees) * 1000 / count
+        both = sum(cpu_used[n] for n in ("temporal", "worker") if n in trees) * 1000 / count
         print(f"  Temporal + worker: {both:.2f} ms/workflow")
     if trees and args.soak_minutes > 0:
         soak(session, host, trees, args)
@@ -194,7 +192,7 @@ def soak(session: requests.Session, host: str, trees: dict[str, ProcessTree], ar
             except RuntimeError:
                 failed += 1
     samples.append((args.soak_minutes, temporal.pss_mb()))
-    cpu_used = {n: cpu_snapshot(trees)[n] - cpu_before[n] for n in trees}
+    cpu_used = cpu_difference(cpu_before, cpu_snapshot(trees))
     warm = [(t, mb) for t, mb in samples if t >= 1.0]
     second_half = [(t, mb) for t, mb in samples if t >= args.soak_minutes / 2]
     slope = _slope(warm) if len(warm) >= 2 else float("nan")

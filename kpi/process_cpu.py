@@ -78,12 +78,6 @@ def tree_reading(root_pid: int) -> TreeReading:
     return reading
 
 
-def tree_cpu_seconds(root_pid: int) -> float:
-    """User + system CPU seconds of a process tree so far (for one-off readings;
-    for a window, difference two ``cpu_snapshot`` readings instead)."""
-    return sum(tree_reading(root_pid).values())
-
-
 def cpu_snapshot(components: Mapping[str, Iterable[int]]) -> dict[str, TreeReading]:
     """One reading per named component, each the union of its process trees."""
     snapshot: dict[str, TreeReading] = {}
