@@ -50,8 +50,8 @@ from kpi.process_cpu import cpu_difference, cpu_snapshot  # noqa: E402
 from stack import stack  # noqa: E402
 from stack.config import StackConfig  # noqa: E402
 from wasm.build import example_wasm  # noqa: E402
+from wasm.samples import PRICE_INPUT  # noqa: E402
 
-PRICE_INPUT = {"items": [{"name": "A", "price_cents": 1000}, {"name": "B", "price_cents": 2599}], "tax_rate_bp": 2000}
 WORKFLOW_DEADLINE_S = 120.0
 WORKFLOW_POLL_S = 0.25
 IDLE_BASELINE_S = 2.0

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.cost import started_stack  # noqa: E402
 from wasm.build import example_wasm  # noqa: E402
+from wasm.samples import PRICE_INPUT  # noqa: E402
 
 WARMUP_CALLS = 300
 REPEATS = 3
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                               content_type="application/wasm", headers=bearer)
         if deployed.status_code not in (200, 201):
             raise RuntimeError(f"deploying the WASM example answered {deployed.status_code}")
-        price_input = json.dumps({"items": [{"name": "A", "price_cents": 1000}], "tax_rate_bp": 2000}).encode()
+        price_body = json.dumps(PRICE_INPUT).encode()
         kinds = {
             "healthz": wsgi_caller(app, "/healthz"),
             "auth_me": wsgi_caller(app, "/auth/me", headers=bearer),
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             "data_count_exact": wsgi_caller(app, "/data/products?select=id,name,price&price=gte.1&order=name.asc"
                                                  "&limit=10", headers={**bearer, "Prefer": "count=exact"}),
             "wasm_invoke": wsgi_caller(app, "/functions/wsgi-cost-price/invoke", method="POST",
-                                       headers={**bearer, "Content-Type": "application/json"}, body=price_input),
+                                       headers={**bearer, "Content-Type": "application/json"}, body=price_body),
         }
         import gateway
 

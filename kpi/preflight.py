@@ -23,6 +23,7 @@ from typing import Any
 import requests
 
 from wasm.build import example_wasm
+from wasm.samples import PRICE_INPUT
 
 log = logging.getLogger("apprun.kpi")
 
@@ -30,7 +31,6 @@ HOT_CALLS = 200
 FLOOR_SECONDS = 3.0          # the machine's floor (kpi/floor.py), measured in every pre-flight
 AUTH_SECONDS = 2.0
 AUTH_CONCURRENCY = 16
-PRICE_INPUT = {"items": [{"name": "A", "price_cents": 1000}, {"name": "B", "price_cents": 2599}], "tax_rate_bp": 2000}
 
 
 def wasm_figures(host: str, admin_token: str) -> dict[str, list[float]]:

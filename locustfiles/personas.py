@@ -25,12 +25,10 @@ from kpi.target import loopback_error
 from kpi.tenants import TENANT_CONTEXT_KEY
 from locustfiles import storage_tasks
 from locustfiles.refusals import ExpectedRefusals, over_budget
+from wasm.samples import PRICE_INPUT, PRICE_OUTPUT
 
 SEED_PASSWORD = seed_password()
 FUNCTION_NAME = "loadtest-price"
-PRICE_INPUT = {"items": [{"name": "A", "price_cents": 1000}, {"name": "B", "price_cents": 2599}],
-               "tax_rate_bp": 2000}
-PRICE_OUTPUT = {"count": 2, "subtotal_cents": 3599, "tax_cents": 720, "total_cents": 4319}
 WORKFLOW_DEADLINE_S = 60.0
 # Each alice starts at most one workflow per interval: with the kpi profile's
 # ~38 alices that is ~1.3 workflows/s, a small share of the load as DESIGN.md
