@@ -32,11 +32,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from flask import Flask, current_app, request
+from flask import Flask, current_app, g, request
 
 from gateway.auth.identity import current_claims
 from gateway.auth.tokens import TokenError
 from gateway.errors import ApiError
+from gateway.fair_share import FairShare
 from gateway.settings import Settings, SettingsError
 from gateway.tenant_counter import TenantCounter
 
@@ -77,6 +78,16 @@ DEFAULT_PLAN_BUDGETS: dict[str, dict[str, float | None]] = {
         # statement_timeout of the tenant's queries, in ms; null: the pool's
         # own APPRUN_DB_STATEMENT_TIMEOUT_MS.
         "db_statement_timeout_ms": None,
+        # The tenant's weight when the hub is shared out under contention
+        # (gateway/fair_share.py): above weight / (the active tenants'
+        # weights) of the last second's requests, its requests wait for an
+        # idle hub.  0: it always yields to the others; null: never waits.
+        # Equal for every plan: the order on the hub decides latency, and the
+        # tenant asking less goes first (max-min fairness); a bigger plan
+        # buys bigger limits, and every tenant may use a hub with time to
+        # spare.  A Pro weight of 2 left the noisy profile's burst (charlie
+        # ~250 req/s against alice and bob's ~150) within its share.
+        "share_weight": 1,
     },
     "pro": {
         "data_rps": 2400, "data_burst": 2400,
@@ -89,6 +100,7 @@ DEFAULT_PLAN_BUDGETS: dict[str, dict[str, float | None]] = {
         "db_connections": 16,
         "db_connection_wait_ms": 1000,
         "db_statement_timeout_ms": None,
+        "share_weight": 1,
     },
 }
 
@@ -224,6 +236,7 @@ class Budgets:
         self._lookups_lock = threading.Lock()
         self.buckets = TokenBuckets(clock)
         self._concurrency: dict[str, TenantCounter] = {}
+        self.fair_share = FairShare(settings.fair_share_wait_ms / 1000)
 
     # -- plans ---------------------------------------------------------------
     def plan_of(self, tenant_id: str) -> str:
@@ -276,6 +289,31 @@ class Budgets:
         wait_s = self.buckets.take((tenant_id, rate_name), rate, rate if burst is None else burst)
         if wait_s > 0:
             raise OverBudget(rate_name + "_rps", plan, rate, wait_s)
+
+    def admit_share(self, tenant_id: str) -> bool:
+        """Count a request of the tenant as in progress (True: call
+        ``release_share`` when it ends); over its share of the hub it waits
+        for an idle hub, and gets 429 ``fair_share`` when the hub stayed busy
+        for ``APPRUN_FAIR_SHARE_WAIT_MS`` (gateway/fair_share.py)."""
+        if not self.enabled:
+            return False
+        plan, weight = self.limit(tenant_id, "share_weight")
+        if weight is None:
+            return False
+        if not self.fair_share.admit(tenant_id, weight).idle:
+            share = round(self.fair_share.share_of(tenant_id), 1)
+            self.fair_share.release(tenant_id)
+            raise OverBudget("fair_share", plan, share, CONCURRENCY_RETRY_AFTER_S)
+        return True
+
+    def release_share(self, tenant_id: str) -> None:
+        self.fair_share.release(tenant_id)
+
+    def pause_share(self, tenant_id: str) -> None:
+        """Before more work of an admitted request (a database transaction):
+        over its share the tenant waits for an idle hub, then goes on."""
+        if self.enabled and self.limit(tenant_id, "share_weight")[1] is not None:
+            self.fair_share.pause(tenant_id)
 
     def counter(self, budget: str) -> TenantCounter:
         counter = self._concurrency.get(budget)
@@ -388,3 +426,11 @@ def init_app(app: Flask) -> None:
         except TokenError:
             return
         budgets.take(claims["tenant_id"], family)
+        if budgets.admit_share(claims["tenant_id"]):
+            g.apprun_share_tenant = claims["tenant_id"]
+
+    @app.teardown_request
+    def _end_share(_exc: BaseException | None) -> None:
+        tenant_id = g.pop("apprun_share_tenant", None)
+        if tenant_id is not None:
+            budgets.release_share(tenant_id)

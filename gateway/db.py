@@ -229,6 +229,7 @@ def _tenant_share(claims: Mapping[str, Any]) -> Iterator[int | None]:
     if budgets is None or not has_request_context():
         yield None
         return
+    budgets.pause_share(claims["tenant_id"])  # before the connection: a waiting request holds none
     with budgets.database_share(claims["tenant_id"], admitted=g.get(_ADMITTED, False)) as statement_timeout_ms:
         setattr(g, _ADMITTED, True)
         yield statement_timeout_ms

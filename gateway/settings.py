@@ -158,6 +158,9 @@ class Settings:
     budget_default_plan: str = "free"
     # tenants.plan is cached this long per tenant (a plan change applies within it).
     budget_plan_cache_ttl_s: float = 30.0
+    # How long a request of a tenant over its share of the hub waits for the
+    # hub to be idle before its 429 (gateway/fair_share.py).
+    fair_share_wait_ms: int = 1000
     # --- object storage (/storage/v1) -----------------------------------
     # File backend root; the stack points it at <state dir>/storage.
     storage_dir: str = ".apprun/storage"
@@ -205,8 +208,8 @@ class Settings:
             raise SettingsError(f"APPRUN_JWT_ALGORITHM must be one of {sorted(allowed)}")
         if self.jwt_algorithm == "HS256" and self.jwt_secret and len(self.jwt_secret) < 32:
             raise SettingsError("APPRUN_JWT_SECRET must be at least 32 characters")
-        for name in ("db_pool_size", "jwt_ttl_s", "max_body_bytes", "data_max_rows", "data_max_select_items",
-                     "data_max_logic_depth", "data_max_response_bytes"):
+        for name in ("db_pool_size", "fair_share_wait_ms", "jwt_ttl_s", "max_body_bytes", "data_max_rows",
+                     "data_max_select_items", "data_max_logic_depth", "data_max_response_bytes"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"APPRUN_{name.upper()} must be positive")
         for name in _POSITIVE_EDGE_SETTINGS:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from gateway.settings import read_env, typed_fields
+from gateway.settings import SettingsError, read_env, typed_fields
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,10 @@ class StackConfig:
     temporal_ui_port: int = 8233
     temporal_address: str = ""  # an existing Temporal frontend: start no dev server
     start_worker: bool = True
+    # CPU priority (nice, 0-19) of the background services, the Temporal dev
+    # server and the workflow worker: the gateway and PostgreSQL, which
+    # answer requests, go first when the CPU is busy (README "Configuration").
+    background_nice: int = 10
     seed_password: str = "apprun-dev-password"
     start_timeout_s: float = 60.0
 
@@ -37,6 +41,8 @@ class StackConfig:
         return cls(**typed_fields(cls, values)).resolved()
 
     def resolved(self) -> StackConfig:
+        if not 0 <= self.background_nice <= 19:
+            raise SettingsError(f"APPRUN_BACKGROUND_NICE must be a nice value from 0 to 19, not {self.background_nice}")
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values["state_dir"] = Path(self.state_dir).expanduser().resolve()
         return StackConfig(**values)

@@ -61,12 +61,15 @@ class ServiceProcess:
 
 def spawn(name: str, argv: list[str], log_path: Path, env: Mapping[str, str] | None = None,
           cwd: Path | None = None, user: str | None = None, stop_signal: int = signal.SIGTERM,
-          detached: bool = False) -> ServiceProcess:
+          detached: bool = False, nice: int = 0) -> ServiceProcess:
     """Start ``argv`` in a session of its own, output to ``log_path``.
     Owned (``detached=False``): it receives ``stop_signal`` when this
-    process dies; detached: it runs until someone stops it."""
+    process dies; detached: it runs until someone stops it.  ``nice`` > 0:
+    it runs at that lower CPU priority (``lower_priority``)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    preexec = None if detached else _die_with_this_process(stop_signal)
+    steps = [step for step in (None if detached else _die_with_this_process(stop_signal),
+                               _lower_priority(nice) if nice > 0 else None) if step is not None]
+    preexec = _in_order(steps) if steps else None
     with open(log_path, "ab") as log_file:
         popen = subprocess.Popen(
             argv,
@@ -84,6 +87,43 @@ def spawn(name: str, argv: list[str], log_path: Path, env: Mapping[str, str] | N
     # not warn, and so the process may outlive this command.
     popen.returncode = 0
     return ServiceProcess(name, popen.pid, proc.create_time(), str(log_path), int(stop_signal))
+
+
+def _in_order(steps: list[Callable[[], None]]) -> Callable[[], None]:
+    def preexec() -> None:
+        for step in steps:
+            step()
+
+    return preexec
+
+
+#: The scheduler's per-session group (``CONFIG_SCHED_AUTOGROUP``); writing
+#: a nice value to it weights the whole session.
+AUTOGROUP_FILE = "/proc/self/autogroup"
+
+
+def _lower_priority(nice: int) -> Callable[[], None]:
+    """A ``preexec_fn`` that lowers the service's CPU priority to ``nice``.
+
+    Each service starts a session of its own, and where the kernel groups
+    CPU time by session (autogroup, on by default in most distributions and
+    on the dev machine), a process's nice value only ranks it against the
+    processes of its own session: every session gets an equal share of a
+    busy CPU, whatever its processes' nice values.  So both are lowered: the
+    session's autogroup (it holds only this service) and, for kernels that
+    do not group by session, the process's own nice value, which its
+    threads and children inherit.  Lowering a priority needs no privilege;
+    a kernel without autogroup has no such file, which is not an error."""
+
+    def preexec() -> None:
+        os.nice(nice)
+        try:
+            with open(AUTOGROUP_FILE, "w") as autogroup:
+                autogroup.write(str(nice))
+        except OSError:
+            pass
+
+    return preexec
 
 
 # prctl(2): the signal the kernel sends a process when its parent dies.

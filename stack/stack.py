@@ -240,7 +240,7 @@ def _up_services(config: StackConfig, state: StackState, keys: dict[str, str],
     # -- workflow worker -------------------------------------------------
     if config.start_worker and "worker" not in state.processes:
         record(spawn("worker", [sys.executable, "-m", "gateway.workflows.worker"],
-                     config.logs_dir / "worker.log", env=env, detached=detached))
+                     config.logs_dir / "worker.log", env=env, detached=detached, nice=config.background_nice))
 
     # -- gateway ---------------------------------------------------------
     state.gateway_url = config.gateway_url

@@ -87,7 +87,8 @@ def start(config: StackConfig, detached: bool = False) -> ServiceProcess:
     for key, value in DYNAMIC_CONFIG.items():
         argv += ["--dynamic-config-value", f"{key}={json.dumps(value)}"]
     with stopped_if_start_fails(spawn("temporal", argv, config.logs_dir / "temporal.log",
-                                      env={**os.environ, **GO_ENV}, detached=detached)) as service:
+                                      env={**os.environ, **GO_ENV}, detached=detached,
+                                      nice=config.background_nice)) as service:
         wait_until(lambda: _port_open(config.host, config.temporal_port), config.start_timeout_s, service,
                    "Temporal dev server")
         set_retention(config)

@@ -34,3 +34,16 @@ def test_unknown_overrides_and_bad_numbers_are_errors() -> None:
     with pytest.raises(SettingsError):
         StackConfig.from_env(environ={"APPRUN_PG_PORT": "54x"})
     assert Settings.from_env({"APPRUN_DATA_TABLES": "products, projects"}).data_tables == ("products", "projects")
+
+
+@pytest.mark.parametrize("value", ["-1", "20", "ten"])
+def test_background_nice_must_be_a_nice_value(value: str) -> None:
+    with pytest.raises(SettingsError):
+        StackConfig.from_env(environ={"APPRUN_BACKGROUND_NICE": value})
+    assert StackConfig.from_env(environ={"APPRUN_BACKGROUND_NICE": "0"}).background_nice == 0
+    assert StackConfig.from_env(environ={}).background_nice == 10
+
+
+def test_fair_share_wait_must_be_positive() -> None:
+    with pytest.raises(SettingsError):
+        Settings.from_env({"APPRUN_FAIR_SHARE_WAIT_MS": "0"})

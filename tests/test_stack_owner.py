@@ -145,6 +145,27 @@ def test_detached_service_outlives_its_owner(tmp_path: Path) -> None:
         assert stop(service, timeout_s=5) == "stopped"
 
 
+def test_background_service_runs_at_a_lower_priority_in_its_own_autogroup(tmp_path: Path) -> None:
+    """``spawn(nice=N)``: the process (and what it starts) runs at nice N, and
+    so does its session's autogroup, where the kernel has one: there a
+    process's nice value only ranks it within its own session."""
+    service = spawn("background", ["sh", "-c", SERVICE], tmp_path / "bg.log", nice=7)
+    try:
+        poll(lambda: bool(psutil.Process(service.pid).children()), OWNER_START_S, "the child starts")
+        assert psutil.Process(service.pid).nice() == 7
+        assert psutil.Process(service.pid).children()[0].nice() == 7
+        autogroup = Path(f"/proc/{service.pid}/autogroup")
+        if autogroup.exists():
+            assert autogroup.read_text().split()[-1] == "7"  # "/autogroup-123 nice 7"
+    finally:
+        assert stop(service, timeout_s=5) == "stopped"
+    plain = spawn("foreground", ["sh", "-c", SERVICE], tmp_path / "fg.log")
+    try:
+        assert psutil.Process(plain.pid).nice() == psutil.Process().nice()
+    finally:
+        assert stop(plain, timeout_s=5) == "stopped"
+
+
 def test_a_child_whose_owner_is_already_gone_does_not_start(tmp_path: Path) -> None:
     """The owner may die between fork and prctl; the kernel then sends no
     signal, so the child checks its parent itself and does not start."""
