@@ -67,9 +67,13 @@ def spawn(name: str, argv: list[str], log_path: Path, env: Mapping[str, str] | N
     process dies; detached: it runs until someone stops it.  ``nice`` > 0:
     it runs at that lower CPU priority (``lower_priority``)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    steps = [step for step in (None if detached else _die_with_this_process(stop_signal),
-                               _lower_priority(nice) if nice > 0 else None) if step is not None]
-    preexec = _in_order(steps) if steps else None
+    # The session is started here rather than with start_new_session: gevent's
+    # Popen (the kpi plugin starts the stack inside Locust) runs preexec_fn
+    # before its setsid(), and the priority step must act on the service's
+    # own session, not on its owner's.
+    steps = [os.setsid, None if detached else _die_with_this_process(stop_signal),
+             _lower_priority(nice) if nice > 0 else None]
+    preexec = _in_order([step for step in steps if step is not None])
     with open(log_path, "ab") as log_file:
         popen = subprocess.Popen(
             argv,
@@ -78,8 +82,7 @@ def spawn(name: str, argv: list[str], log_path: Path, env: Mapping[str, str] | N
             stderr=subprocess.STDOUT,
             env=dict(env) if env is not None else None,
             cwd=str(cwd) if cwd else None,
-            start_new_session=True,  # its own process group: stop it and its children together
-            preexec_fn=preexec,
+            preexec_fn=preexec,  # its own session and process group: stop it and its children together
             **as_user(user),
         )
     proc = psutil.Process(popen.pid)
@@ -117,6 +120,8 @@ def _lower_priority(nice: int) -> Callable[[], None]:
 
     def preexec() -> None:
         os.nice(nice)
+        if os.getsid(0) != os.getpid():  # not its own session: the autogroup is someone else's
+            return
         try:
             with open(AUTOGROUP_FILE, "w") as autogroup:
                 autogroup.write(str(nice))

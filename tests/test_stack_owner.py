@@ -145,25 +145,68 @@ def test_detached_service_outlives_its_owner(tmp_path: Path) -> None:
         assert stop(service, timeout_s=5) == "stopped"
 
 
-def test_background_service_runs_at_a_lower_priority_in_its_own_autogroup(tmp_path: Path) -> None:
-    """``spawn(nice=N)``: the process (and what it starts) runs at nice N, and
-    so does its session's autogroup, where the kernel has one: there a
-    process's nice value only ranks it within its own session."""
-    service = spawn("background", ["sh", "-c", SERVICE], tmp_path / "bg.log", nice=7)
+# An owner in a session of its own (so that a wrong autogroup write could
+# only touch its own group) that starts one service at nice 7, plain or
+# monkey-patched as Locust is: gevent's Popen runs preexec_fn before the
+# point where it would call setsid().
+NICE_OWNER = """
+import sys
+if sys.argv[3] == "gevent":
+    from gevent import monkey
+    monkey.patch_all()
+import json, time
+from pathlib import Path
+from stack.processes import spawn
+out = Path(sys.argv[1])
+service = spawn("background", ["sh", "-c", sys.argv[2]], out.parent / "bg.log", cwd=Path("/"), nice=7)
+out.write_text(json.dumps(service.to_json()))
+time.sleep(600)
+"""
+
+
+def _autogroup(pid: int) -> tuple[str, int] | None:
+    """(group, nice) from ``/proc/<pid>/autogroup`` ("/autogroup-123 nice 7"); None without autogroup."""
+    path = Path(f"/proc/{pid}/autogroup")
+    if not path.exists():
+        return None
+    group, _, nice = path.read_text().split()
+    return group, int(nice)
+
+
+@pytest.mark.parametrize("flavour", ["plain", "gevent"])
+def test_background_service_runs_at_a_lower_priority_in_its_own_autogroup(tmp_path: Path, flavour: str) -> None:
+    """``spawn(nice=N)``: the service (and what it starts) runs at nice N, and
+    so does its own session's autogroup, where the kernel has one: there a
+    process's nice value only ranks it within its session.  The owner's
+    session keeps its priority."""
+    out = tmp_path / "service.json"
+    owner = subprocess.Popen([sys.executable, "-c", NICE_OWNER, str(out), SERVICE, flavour], cwd=REPO,
+                             env={**os.environ, "PYTHONPATH": str(REPO)}, stdin=subprocess.DEVNULL,
+                             start_new_session=True)
+    service = None
     try:
-        poll(lambda: bool(psutil.Process(service.pid).children()), OWNER_START_S, "the child starts")
+        poll(lambda: out.exists() or owner.poll() is not None, OWNER_START_S, "the owner writes its service")
+        assert owner.poll() is None, f"the owner exited with {owner.returncode}"
+        service = ServiceProcess.from_json(json.loads(out.read_text()))
         assert psutil.Process(service.pid).nice() == 7
-        assert psutil.Process(service.pid).children()[0].nice() == 7
-        autogroup = Path(f"/proc/{service.pid}/autogroup")
-        if autogroup.exists():
-            assert autogroup.read_text().split()[-1] == "7"  # "/autogroup-123 nice 7"
+
+        def child_nice_values() -> list[int]:  # the service's sleep comes and goes every second
+            try:
+                return [child.nice() for child in psutil.Process(service.pid).children()]
+            except psutil.NoSuchProcess:
+                return []
+
+        poll(lambda: child_nice_values() == [7], OWNER_START_S, "the service's child runs at nice 7")
+        assert os.getsid(service.pid) == service.pid  # a session of its own
+        groups = _autogroup(service.pid), _autogroup(owner.pid)
+        if groups[0] is not None:
+            assert groups[0][1] == 7 and groups[1] is not None and groups[1][1] == 0
+            assert groups[0][0] != groups[1][0]
     finally:
-        assert stop(service, timeout_s=5) == "stopped"
-    plain = spawn("foreground", ["sh", "-c", SERVICE], tmp_path / "fg.log")
-    try:
-        assert psutil.Process(plain.pid).nice() == psutil.Process().nice()
-    finally:
-        assert stop(plain, timeout_s=5) == "stopped"
+        owner.kill()
+        owner.wait()
+        if service is not None:
+            assert stop(service, timeout_s=5) == "stopped"
 
 
 def test_a_child_whose_owner_is_already_gone_does_not_start(tmp_path: Path) -> None:
