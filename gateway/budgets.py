@@ -80,13 +80,12 @@ DEFAULT_PLAN_BUDGETS: dict[str, dict[str, float | None]] = {
         "db_statement_timeout_ms": None,
         # The tenant's weight when the hub is shared out under contention
         # (gateway/fair_share.py): above weight / (the active tenants'
-        # weights) of the last second's requests, its requests wait for an
+        # weights) of the requests in progress, its requests wait for an
         # idle hub.  0: it always yields to the others; null: never waits.
         # Equal for every plan: the order on the hub decides latency, and the
         # tenant asking less goes first (max-min fairness); a bigger plan
         # buys bigger limits, and every tenant may use a hub with time to
-        # spare.  A Pro weight of 2 left the noisy profile's burst (charlie
-        # ~250 req/s against alice and bob's ~150) within its share.
+        # spare.
         "share_weight": 1,
     },
     "pro": {

@@ -78,7 +78,8 @@ ERROR_RESPONSES = {
     "415": "Unsupported Content-Type",
     "416": "Range not satisfiable",
     "422": "The function trapped, ran out of fuel or memory",
-    "429": "Too many attempts (logins) or over the tenant's function budget: wait Retry-After seconds",
+    "429": "Over one of the tenant's budgets (request rates, workflow starts, database connections, function "
+           "slots and time, its share of the gateway) or too many login attempts: wait Retry-After seconds",
     "502": "The function returned output that is not valid JSON",
     "503": "A backing service is unavailable",
     "504": "The function, the query or the workflow service took longer than its limit",
@@ -86,7 +87,9 @@ ERROR_RESPONSES = {
 # Answers every route can give: the edge refuses malformed requests (400)
 # and oversized bodies (413) before any handler.
 COMMON_ERRORS = ("400", "413")
-AUTHENTICATED_ERRORS = COMMON_ERRORS + ("401", "403")
+# Every authenticated route belongs to a route family with tenant budgets
+# (gateway/budgets.py), so any of them may answer 429.
+AUTHENTICATED_ERRORS = COMMON_ERRORS + ("401", "403", "429")
 
 bp = Blueprint("openapi", __name__)
 
