@@ -78,7 +78,7 @@ def wait_for_hub_idle(max_s: float) -> bool:
 
 @dataclass
 class Yielding:
-    """What one check decided (tests and metrics read it)."""
+    """What one check decided (the budgets and the tests read it)."""
     over_share: bool
     idle: bool = True
 
@@ -99,7 +99,6 @@ class FairShare:
     _total: int = 0
     _active_weight: float = 0.0
     _pruned_at: float = 0.0
-    waits: int = 0
 
     def in_flight(self, tenant_id: str) -> int:
         return self._in_flight.get(tenant_id, 0)
@@ -138,11 +137,13 @@ class FairShare:
     def admit(self, tenant_id: str, weight: float) -> Yielding:
         """Count a request of the tenant as in progress (``weight``: its
         plan's ``share_weight``); over its share, wait for an idle hub."""
+        now = self.clock()
+        self._prune(now)  # also here, so tenants that come and go leave the table
         previous = self._weights.get(tenant_id)
         if previous != weight:  # a new active tenant, or its plan changed
             self._weights[tenant_id] = weight
             self._active_weight += weight - (previous or 0.0)
-        self._last_active[tenant_id] = self.clock()
+        self._last_active[tenant_id] = now
         self._in_flight[tenant_id] = self._in_flight.get(tenant_id, 0) + 1
         self._total += 1
         try:
@@ -171,5 +172,4 @@ class FairShare:
     def _yield(self, tenant_id: str) -> Yielding:
         if not self._over_share(tenant_id):
             return Yielding(over_share=False)
-        self.waits += 1
         return Yielding(over_share=True, idle=self.wait_for_idle(self.wait_s))

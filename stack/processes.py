@@ -65,7 +65,7 @@ def spawn(name: str, argv: list[str], log_path: Path, env: Mapping[str, str] | N
     """Start ``argv`` in a session of its own, output to ``log_path``.
     Owned (``detached=False``): it receives ``stop_signal`` when this
     process dies; detached: it runs until someone stops it.  ``nice`` > 0:
-    it runs at that lower CPU priority (``lower_priority``)."""
+    it runs at that nice value at least (``_lower_priority``)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     # The session is started here rather than with start_new_session: gevent's
     # Popen (the kpi plugin starts the stack inside Locust) runs preexec_fn
@@ -119,7 +119,10 @@ def _lower_priority(nice: int) -> Callable[[], None]:
     a kernel without autogroup has no such file, which is not an error."""
 
     def preexec() -> None:
-        os.nice(nice)
+        # The value itself, not an increment: an owner already at nice 5
+        # gives its services nice 10, not 15.
+        if os.getpriority(os.PRIO_PROCESS, 0) < nice:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
         if os.getsid(0) != os.getpid():  # not its own session: the autogroup is someone else's
             return
         try:

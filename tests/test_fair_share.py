@@ -70,6 +70,7 @@ def test_a_quiet_tenant_between_requests_still_holds_its_share() -> None:
     assert [share.admit("noisy", 1).over_share for _ in range(MIN_IN_FLIGHT + 1)][-1]
     clock.now += ACTIVE_FOR_S + 0.2
     assert not share.admit("noisy", 1).over_share  # the quiet tenant left the table
+    assert share.active_tenants() == {"noisy"}
 
 
 def test_release_ends_the_count_and_a_killed_wait_is_not_counted() -> None:

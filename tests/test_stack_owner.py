@@ -146,16 +146,17 @@ def test_detached_service_outlives_its_owner(tmp_path: Path) -> None:
 
 
 # An owner in a session of its own (so that a wrong autogroup write could
-# only touch its own group) that starts one service at nice 7, plain or
-# monkey-patched as Locust is: gevent's Popen runs preexec_fn before the
-# point where it would call setsid().
+# only touch its own group), itself at nice 3, that starts one service at
+# nice 7, plain or monkey-patched as Locust is: gevent's Popen runs
+# preexec_fn before the point where it would call setsid().
 NICE_OWNER = """
 import sys
 if sys.argv[3] == "gevent":
     from gevent import monkey
     monkey.patch_all()
-import json, time
+import json, os, time
 from pathlib import Path
+os.nice(3)
 from stack.processes import spawn
 out = Path(sys.argv[1])
 service = spawn("background", ["sh", "-c", sys.argv[2]], out.parent / "bg.log", cwd=Path("/"), nice=7)
@@ -175,10 +176,10 @@ def _autogroup(pid: int) -> tuple[str, int] | None:
 
 @pytest.mark.parametrize("flavour", ["plain", "gevent"])
 def test_background_service_runs_at_a_lower_priority_in_its_own_autogroup(tmp_path: Path, flavour: str) -> None:
-    """``spawn(nice=N)``: the service (and what it starts) runs at nice N, and
-    so does its own session's autogroup, where the kernel has one: there a
-    process's nice value only ranks it within its session.  The owner's
-    session keeps its priority."""
+    """``spawn(nice=N)``: the service (and what it starts) runs at nice N (not
+    the owner's nice plus N), and so does its own session's autogroup, where
+    the kernel has one: there a process's nice value only ranks it within
+    its session.  The owner's session keeps its priority."""
     out = tmp_path / "service.json"
     owner = subprocess.Popen([sys.executable, "-c", NICE_OWNER, str(out), SERVICE, flavour], cwd=REPO,
                              env={**os.environ, "PYTHONPATH": str(REPO)}, stdin=subprocess.DEVNULL,
@@ -205,8 +206,8 @@ def test_background_service_runs_at_a_lower_priority_in_its_own_autogroup(tmp_pa
     finally:
         owner.kill()
         owner.wait()
-        if service is not None:
-            assert stop(service, timeout_s=5) == "stopped"
+        if service is not None:  # owned: the owner's death stops it, maybe before this does
+            assert stop(service, timeout_s=5) in ("stopped", "not running")
 
 
 def test_a_child_whose_owner_is_already_gone_does_not_start(tmp_path: Path) -> None:
