@@ -411,6 +411,9 @@ def init_app(app: Flask) -> None:
     app.extensions["apprun.plan_of"] = lambda claims: budgets.plan_of(claims["tenant_id"])
     if not budgets.enabled:
         return
+    metrics = app.extensions.get("apprun.metrics")
+    if metrics is not None:
+        budgets.fair_share.on_wait = metrics.record_fair_share_wait
 
     @app.before_request
     def _tenant_request_rate() -> None:

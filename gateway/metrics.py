@@ -21,7 +21,10 @@ from prometheus_client import (
     generate_latest,
 )
 
+from gateway.fair_share import ADMIT, TRANSACTION
+
 STARTED_KEY = "apprun.started"
+FAIR_SHARE_OUTCOMES = ((ADMIT, "turn"), (ADMIT, "refused"), (TRANSACTION, "turn"), (TRANSACTION, "went_on"))
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -42,9 +45,24 @@ class GatewayMetrics:
                                       "gevent hub), pool (native threads), inline_cut (an inline attempt "
                                       "that reached its slice; the call then ran in the pool)",
                                       ["placement"], registry=self.registry)
+        self.fair_share_waits = Counter(
+            "apprun_fair_share_waits", "Waits of a tenant over its share of the hub (gateway/fair_share.py), by "
+            "point (admit: before its route; transaction: before a database transaction) and outcome (turn: it "
+            "got an idle hub; refused: 429 fair_share; went_on: a transaction's wait ran out and it went on)",
+            ["point", "outcome"], registry=self.registry)
+        for point, outcome in FAIR_SHARE_OUTCOMES:  # every series from the start, at 0
+            self.fair_share_waits.labels(point, outcome)
+        self.fair_share_wait = Histogram("apprun_fair_share_wait_seconds", "How long each fair-share wait lasted",
+                                         ["point"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.wasm_call = Histogram("apprun_wasm_hot_call_seconds", "WASM hot call (instantiate + export call)",
                                    buckets=(1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 0.05),
                                    registry=self.registry)
+
+    def record_fair_share_wait(self, point: str, idle: bool, seconds: float) -> None:
+        """FairShare's ``on_wait``: one wait of a tenant over its share."""
+        outcome = "turn" if idle else ("refused" if point == ADMIT else "went_on")
+        self.fair_share_waits.labels(point, outcome).inc()
+        self.fair_share_wait.labels(point).observe(seconds)
 
 
 def init_app(app: Flask) -> None:

@@ -126,6 +126,42 @@ def test_the_wait_lets_the_other_ready_greenlets_run_first(monkeypatch) -> None:
         spinning.kill()
 
 
+def test_waiters_get_the_idle_hub_one_at_a_time(monkeypatch) -> None:
+    """Each idle turn of the loop wakes one waiter: work that becomes ready
+    meanwhile (a quiet tenant's request) runs before the next waiter, not
+    after all of them (gevent.idle woke them all in the same turn)."""
+    monkeypatch.setattr(fair_share, "gevent_patched", lambda: True)
+    wait = fair_share.HubIdleTurns()
+    order: list[str] = []
+
+    def waiter(name: str) -> None:
+        assert wait(1.0)
+        order.append(name)
+        gevent.spawn(order.append, f"{name} arrival")  # ready work behind this step
+
+    gevent.joinall([gevent.spawn(waiter, f"w{n}") for n in range(3)], timeout=5)
+    gevent.sleep(0)
+    assert order == ["w0", "w0 arrival", "w1", "w1 arrival", "w2", "w2 arrival"]
+
+
+def test_a_waiter_that_gives_up_leaves_the_line(monkeypatch) -> None:
+    monkeypatch.setattr(fair_share, "gevent_patched", lambda: True)
+    wait = fair_share.HubIdleTurns()
+
+    def spinner() -> None:
+        while True:
+            gevent.sleep(0)
+
+    spinning = gevent.spawn(spinner)
+    try:
+        assert wait(0.05) is False
+    finally:
+        spinning.kill()
+    # The next waiter is not stuck behind the one that left.
+    started = gevent.get_hub().loop.now()
+    assert wait(1.0) and gevent.get_hub().loop.now() - started < 0.5
+
+
 def settings(**values) -> Settings:
     return Settings.from_mapping(values)
 
@@ -151,6 +187,54 @@ def test_null_weight_or_budgets_off_never_count_or_wait() -> None:
         assert not any(budgets.admit_share(TENANT_1) for _ in range(20))
         budgets.pause_share(TENANT_1)
         assert budgets.fair_share.in_flight(TENANT_1) == 0
+
+
+def test_each_wait_is_reported_with_its_point_and_outcome() -> None:
+    clock = Clock()
+    waits: list[tuple[str, bool, float]] = []
+
+    def waiter(_max_s: float) -> bool:
+        clock.now += 0.25
+        return False
+
+    share = FairShare(1.0, wait_for_idle=waiter, clock=clock, on_wait=lambda *wait: waits.append(wait))
+    share.admit("quiet", 1)
+    for _ in range(MIN_IN_FLIGHT + 1):
+        share.admit("noisy", 1)
+    share.pause("noisy")
+    share.pause("quiet")  # under its share: no wait, nothing reported
+    assert waits == [(fair_share.ADMIT, False, 0.25), (fair_share.TRANSACTION, False, 0.25)]
+
+
+def _metric(text: str, series: str) -> float:
+    return next(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(series + " "))
+
+
+def test_metrics_count_the_fair_share_waits(app) -> None:
+    """/metrics: apprun_fair_share_waits_total by point and outcome (every
+    series present from the start), and the waits' durations."""
+    client = app.test_client()
+    refused = 'apprun_fair_share_waits_total{outcome="refused",point="admit"}'
+    before = client.get("/metrics").get_data(as_text=True)
+    assert _metric(before, 'apprun_fair_share_waits_total{outcome="went_on",point="transaction"}') >= 0
+    budgets = app.extensions["apprun.budgets"]
+    share = budgets.fair_share
+    original = share.wait_for_idle
+    share.wait_for_idle = Waiter(idle=False)
+    admitted: list[str] = []
+    try:
+        for tenant in [TENANT_2] + [TENANT_1] * MIN_IN_FLIGHT:
+            assert budgets.admit_share(tenant)
+            admitted.append(tenant)
+        with pytest.raises(OverBudget):
+            budgets.admit_share(TENANT_1)
+    finally:
+        share.wait_for_idle = original
+        for tenant in admitted:
+            budgets.release_share(tenant)
+    after = client.get("/metrics").get_data(as_text=True)
+    assert _metric(after, refused) == _metric(before, refused) + 1
+    assert _metric(after, 'apprun_fair_share_wait_seconds_count{point="admit"}') >= 1
 
 
 def test_every_request_is_released_when_it_ends(app, tokens) -> None:
