@@ -4,6 +4,7 @@ all-or-nothing writes, and the orphan sweep."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 
@@ -11,6 +12,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from gateway.storage import backends
 from gateway.storage.backends import FileBackend, new_key
 from gateway.storage.errors import StorageError
 from gateway.storage.sweeper import sweep
@@ -122,6 +124,59 @@ def test_file_backend_write_is_all_or_nothing(tmp_path) -> None:
     backend.write(key, [b"all ", b"of it"])
     assert b"".join(backend.read(key, 0, 9)) == b"all of it"
     assert b"".join(backend.read(key, 4, 9)) == b"of it"
+
+
+def test_file_backend_deletes_many_in_one_step_off_the_hub(tmp_path, monkeypatch) -> None:
+    """delete_many unlinks in the hub's native thread pool, in one hop for
+    the whole list: on the hub, emptying a bucket blocked every tenant's
+    requests.  A missing key is no failure; an undeletable one is returned."""
+    backend = FileBackend(tmp_path)
+    keys = [new_key(TENANT_1) for _ in range(3)]
+    for key in keys:
+        backend.write(key, [b"bytes"])
+    stuck = keys[-1]
+    monkeypatch.setattr(backends, "gevent_patched", lambda: True)
+    unlinked_on: list[int] = []
+    real_unlink = os.unlink
+
+    def unlink(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        unlinked_on.append(threading.get_ident())
+        if str(path) == str(backend.path_of(stuck)):
+            raise PermissionError(13, "read-only", str(path))
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    assert backend.delete_many(keys + [new_key(TENANT_1)]) == [stuck]
+    assert [backend.exists(key) for key in keys] == [False, False, True]
+    assert len(unlinked_on) == 4 and len(set(unlinked_on)) == 1
+    assert threading.get_ident() not in unlinked_on
+    assert backend.delete_many([]) == []
+
+
+def test_emptying_a_bucket_unlinks_its_files_off_the_hub(app_config, tokens, tmp_path, monkeypatch) -> None:
+    app = storage_app(app_config, tmp_path)
+    backend: FileBackend = app.extensions["apprun.storage"].backend
+    alice = storage_client(BASE, tokens["alice"], app=app)
+    bucket_id = unique("empty")
+    alice.create_bucket(bucket_id)
+    try:
+        for name in ("a.txt", "b.txt", "c.txt"):
+            alice.from_(bucket_id).upload(name, b"bytes")
+        assert len(list(backend.list_keys())) == 3
+        monkeypatch.setattr(backends, "gevent_patched", lambda: True)
+        unlinked_on: list[int] = []
+        real_unlink = os.unlink
+
+        def unlink(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+            unlinked_on.append(threading.get_ident())
+            return real_unlink(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "unlink", unlink)
+        alice.empty_bucket(bucket_id)
+        assert list(backend.list_keys()) == []
+        assert len(unlinked_on) == 3 and threading.get_ident() not in unlinked_on
+    finally:
+        alice.delete_bucket(bucket_id)
 
 
 def test_sweep_removes_orphans_and_stale_partials_only(app_config, tokens, tmp_path) -> None:

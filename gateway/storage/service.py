@@ -74,12 +74,13 @@ def upsert_header() -> bool:
 
 def discard(keys: list[str]) -> None:
     """Best effort: bytes whose row is gone; the sweeper gets any left over."""
-    backend = storage_service().backend
-    for key in keys:
-        try:
-            backend.delete(key)
-        except Exception:
-            log.warning("could not delete stored bytes %s; the orphan sweep will", key, exc_info=True)
+    try:
+        failed = storage_service().backend.delete_many(keys)
+    except Exception:
+        log.warning("could not delete %d stored objects; the orphan sweep will", len(keys), exc_info=True)
+        return
+    if failed:
+        log.warning("could not delete %d stored objects (first: %s); the orphan sweep will", len(failed), failed[0])
 
 
 def backend_failure(exc: Exception) -> StorageError:

@@ -50,10 +50,8 @@ def sweep(app: Flask, grace_s: float) -> SweepResult:
                 with tenant_transaction(claims, single_statement=True) as cur:
                     cur.execute("SELECT storage_key FROM storage_objects WHERE storage_key = ANY(%s)", (batch,))
                     referenced = {row[0] for row in cur.fetchall()}
-                for key in batch:
-                    if key not in referenced:
-                        backend.delete(key)
-                        orphans += 1
+                unreferenced = [key for key in batch if key not in referenced]
+                orphans += len(unreferenced) - len(backend.delete_many(unreferenced))
     if orphans or partials:
         log.info("storage sweep: %d orphaned objects, %d interrupted writes removed", orphans, partials)
     return SweepResult(orphans, partials)
