@@ -51,7 +51,11 @@ def sweep(app: Flask, grace_s: float) -> SweepResult:
                     cur.execute("SELECT storage_key FROM storage_objects WHERE storage_key = ANY(%s)", (batch,))
                     referenced = {row[0] for row in cur.fetchall()}
                 unreferenced = [key for key in batch if key not in referenced]
-                orphans += len(unreferenced) - len(backend.delete_many(unreferenced))
+                failed = backend.delete_many(unreferenced)
+                if failed:
+                    log.warning("storage sweep: could not delete %d orphaned objects (first: %s); next sweep",
+                                len(failed), failed[0])
+                orphans += len(unreferenced) - len(failed)
     if orphans or partials:
         log.info("storage sweep: %d orphaned objects, %d interrupted writes removed", orphans, partials)
     return SweepResult(orphans, partials)
