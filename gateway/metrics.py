@@ -24,7 +24,16 @@ from prometheus_client import (
 from gateway.fair_share import ADMIT, TRANSACTION
 
 STARTED_KEY = "apprun.started"
-FAIR_SHARE_OUTCOMES = ((ADMIT, "turn"), (ADMIT, "refused"), (TRANSACTION, "turn"), (TRANSACTION, "went_on"))
+
+
+def fair_share_outcome(point: str, idle: bool) -> str:
+    """turn: it got an idle hub; refused: its first wait ran out (429);
+    went_on: a later wait ran out and the request went on."""
+    return "turn" if idle else ("refused" if point == ADMIT else "went_on")
+
+
+FAIR_SHARE_OUTCOMES = [(point, fair_share_outcome(point, idle)) for point in (ADMIT, TRANSACTION)
+                       for idle in (True, False)]
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -60,8 +69,7 @@ class GatewayMetrics:
 
     def record_fair_share_wait(self, point: str, idle: bool, seconds: float) -> None:
         """FairShare's ``on_wait``: one wait of a tenant over its share."""
-        outcome = "turn" if idle else ("refused" if point == ADMIT else "went_on")
-        self.fair_share_waits.labels(point, outcome).inc()
+        self.fair_share_waits.labels(point, fair_share_outcome(point, idle)).inc()
         self.fair_share_wait.labels(point).observe(seconds)
 
 

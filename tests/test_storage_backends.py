@@ -126,6 +126,24 @@ def test_file_backend_write_is_all_or_nothing(tmp_path) -> None:
     assert b"".join(backend.read(key, 4, 9)) == b"of it"
 
 
+def _unlink_threads_under_gevent(monkeypatch, refused: str | None = None) -> list[int]:
+    """The backends behave as under gevent (blocking calls go to the hub's
+    native pool); each os.unlink records the thread it ran on, and the path
+    ``refused`` fails with EACCES."""
+    monkeypatch.setattr(backends, "gevent_patched", lambda: True)
+    threads: list[int] = []
+    real_unlink = os.unlink
+
+    def unlink(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        threads.append(threading.get_ident())
+        if str(path) == refused:
+            raise PermissionError(13, "read-only", str(path))
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    return threads
+
+
 def test_file_backend_deletes_many_in_one_step_off_the_hub(tmp_path, monkeypatch) -> None:
     """delete_many unlinks in the hub's native thread pool, in one hop for
     the whole list: on the hub, emptying a bucket blocked every tenant's
@@ -135,17 +153,7 @@ def test_file_backend_deletes_many_in_one_step_off_the_hub(tmp_path, monkeypatch
     for key in keys:
         backend.write(key, [b"bytes"])
     stuck = keys[-1]
-    monkeypatch.setattr(backends, "gevent_patched", lambda: True)
-    unlinked_on: list[int] = []
-    real_unlink = os.unlink
-
-    def unlink(path, *args, **kwargs):  # type: ignore[no-untyped-def]
-        unlinked_on.append(threading.get_ident())
-        if str(path) == str(backend.path_of(stuck)):
-            raise PermissionError(13, "read-only", str(path))
-        return real_unlink(path, *args, **kwargs)
-
-    monkeypatch.setattr(os, "unlink", unlink)
+    unlinked_on = _unlink_threads_under_gevent(monkeypatch, refused=str(backend.path_of(stuck)))
     assert backend.delete_many(keys + [new_key(TENANT_1)]) == [stuck]
     assert [backend.exists(key) for key in keys] == [False, False, True]
     assert len(unlinked_on) == 4 and len(set(unlinked_on)) == 1
@@ -163,15 +171,7 @@ def test_emptying_a_bucket_unlinks_its_files_off_the_hub(app_config, tokens, tmp
         for name in ("a.txt", "b.txt", "c.txt"):
             alice.from_(bucket_id).upload(name, b"bytes")
         assert len(list(backend.list_keys())) == 3
-        monkeypatch.setattr(backends, "gevent_patched", lambda: True)
-        unlinked_on: list[int] = []
-        real_unlink = os.unlink
-
-        def unlink(path, *args, **kwargs):  # type: ignore[no-untyped-def]
-            unlinked_on.append(threading.get_ident())
-            return real_unlink(path, *args, **kwargs)
-
-        monkeypatch.setattr(os, "unlink", unlink)
+        unlinked_on = _unlink_threads_under_gevent(monkeypatch)
         alice.empty_bucket(bucket_id)
         assert list(backend.list_keys()) == []
         assert len(unlinked_on) == 3 and threading.get_ident() not in unlinked_on

@@ -57,9 +57,6 @@ class ObjectBackend(Protocol):
 
     def copy(self, source: str, destination: str) -> None: ...
 
-    def delete(self, key: str) -> None:
-        """Delete ``key``; a missing key is not an error."""
-
     def delete_many(self, keys: list[str]) -> list[str]:
         """Delete every key (a missing one is not an error) in as few
         blocking steps as the backend allows; returns the keys it could not
@@ -127,10 +124,6 @@ class FileBackend:
                 raise
             size = self.path_of(source).stat().st_size
             self.write(destination, self.read(source, 0, size))
-
-    def delete(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.path_of(key).unlink()
 
     def delete_many(self, keys: list[str]) -> list[str]:
         # One hop to the native pool for the whole list: unlinking a bucket's
@@ -269,10 +262,6 @@ class S3Backend:
         self._ensure_bucket()
         self.client.copy_object(Bucket=self.bucket, Key=_check_key(destination),
                                 CopySource={"Bucket": self.bucket, "Key": _check_key(source)})
-
-    def delete(self, key: str) -> None:
-        self._ensure_bucket()
-        self.client.delete_object(Bucket=self.bucket, Key=_check_key(key))
 
     def delete_many(self, keys: list[str]) -> list[str]:
         """DeleteObjects, up to S3's 1,000 keys per request, instead of one
