@@ -69,6 +69,21 @@ def test_time_budget_refuses_with_a_truthful_retry_after() -> None:
         pass
 
 
+def test_a_spent_tenant_is_refused_before_the_call_does_any_work() -> None:
+    clock = FakeClock()
+    limiter = budgets(clock)
+    limiter.refuse_if_spent(ALICE)                      # within budget: no refusal, nothing held
+    with limiter.admit(ALICE) as admission:
+        admission.charge(2.5)
+    with pytest.raises(ApiError) as refused:
+        limiter.refuse_if_spent(ALICE)
+    assert refused.value.status == 429 and refused.value.code == "function_time_budget"
+    assert int(refused.value.headers["Retry-After"]) >= 1
+    limiter.refuse_if_spent(CHARLIE)                    # another tenant's budget is its own
+    clock.now += 10
+    limiter.refuse_if_spent(ALICE)                      # refilled
+
+
 def test_time_buckets_refill_only_to_the_burst() -> None:
     clock = FakeClock()
     buckets, budget = TimeBuckets(clock), PlanBudget(1, 100, 300)
@@ -191,6 +206,9 @@ def test_spinning_tenant_gets_429_and_never_queues_another(gateway_url, tokens) 
     assert over.status_code == 429 and over.json()["code"] == "function_time_budget", over.text
     retry_after = int(over.headers["Retry-After"])
     assert 1 <= retry_after <= 10
+    # Refused before the route looks the function up: no transaction spent on it.
+    missing = invoke(gateway_url, tokens["charlie"], "no-such-function", add)
+    assert missing.status_code == 429 and missing.json()["code"] == "function_time_budget", missing.text
     assert invoke(gateway_url, tokens["alice"], "fair-add", add).status_code == 200
     time.sleep(retry_after)
     assert invoke(gateway_url, tokens["charlie"], "fair-add", add).status_code == 200

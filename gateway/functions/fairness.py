@@ -139,6 +139,21 @@ class FunctionBudgets:
         plan = self._plan_of(claims)
         return self._plans.get(plan) or self._plans[FALLBACK_PLAN]
 
+    def refuse_if_spent(self, claims: Mapping[str, Any]) -> None:
+        """429 now if the tenant has spent its WASM time, before the route
+        does any work for the call (its function lookup is a transaction):
+        a tenant that keeps calling while in debt is refused at the cost of
+        a dictionary lookup.  ``admit`` checks again, as the source of truth."""
+        if self.enabled:
+            self._refuse_if_spent(str(claims["tenant_id"]), self.budget_for(claims))
+
+    def _refuse_if_spent(self, tenant: str, budget: PlanBudget) -> None:
+        retry_after = self._buckets.retry_after_s(tenant, budget)
+        if retry_after is not None:
+            raise ApiError(429, "function_time_budget",
+                           f"this tenant used its WASM time budget ({budget.ms_per_s:g} ms per second)",
+                           hint=f"retry after {retry_after} s", headers={"Retry-After": str(retry_after)})
+
     @contextmanager
     def admit(self, claims: Mapping[str, Any]) -> Iterator[Admission]:
         """Hold one of the tenant's slots until ``release()`` (the native
@@ -149,11 +164,7 @@ class FunctionBudgets:
             return
         tenant = str(claims["tenant_id"])
         budget = self.budget_for(claims)
-        retry_after = self._buckets.retry_after_s(tenant, budget)
-        if retry_after is not None:
-            raise ApiError(429, "function_time_budget",
-                           f"this tenant used its WASM time budget ({budget.ms_per_s:g} ms per second)",
-                           hint=f"retry after {retry_after} s", headers={"Retry-After": str(retry_after)})
+        self._refuse_if_spent(tenant, budget)
         # A plan change takes effect for new calls: the limit is read per call.
         if not self.slots.try_acquire(tenant, budget.concurrency, self._queue_wait_s):
             raise ApiError(429, "function_concurrency_limit",

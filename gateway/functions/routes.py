@@ -170,6 +170,7 @@ def invoke_function(name: str) -> Response:
     _check_name(name)
     payload = _strict_json_body()
     claims = current_claims()
+    _budgets().refuse_if_spent(claims)       # before the lookup: a refusal costs no transaction
     runtime = _runtime()
     with tenant_transaction(claims, single_statement=True) as cur:
         cur.execute("SELECT digest, limits FROM functions WHERE name = %s", (name,))
