@@ -201,7 +201,7 @@ def test_spinning_tenant_gets_429_and_never_queues_another(gateway_url, tokens) 
     assert sorted(r.json()["code"] for r in spins) == sorted(
         ["function_timeout"] * admitted + ["function_concurrency_limit"] * (len(spinners) - admitted))
 
-    # Two 2 s calls spent more than his 2 s burst: refused until it refills.
+    # His admitted 2 s call spent more than his 1 s burst: refused until it refills.
     over = invoke(gateway_url, tokens["charlie"], "fair-add", add)
     assert over.status_code == 429 and over.json()["code"] == "function_time_budget", over.text
     retry_after = int(over.headers["Retry-After"])
