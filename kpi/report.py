@@ -59,14 +59,16 @@ def _tenant_table(rows: list[dict[str, Any]], noisy: bool) -> list[str]:
     head = "| tenant | requests | failed | 429s (whole run) | p50 ms | p95 ms | p99 ms | p95 from due time ms |"
     rule = "|---|---|---|---|---|---|---|---|"
     if noisy:
-        head += " role | p95 before burst ms | p95 during burst ms | ratio |"
-        rule += "---|---|---|---|"
+        head += (" role | p95 before burst ms | p95 during burst ms | ratio | req/s before | "
+                 "req/s during (busiest second) |")
+        rule += "---|---|---|---|---|---|"
     lines = [head, rule]
     for r in rows:
         line = (f"| {r['tenant']} | {r['requests']} | {r['failures']} | {r['refused_429']} | {r['p50_ms']} | "
                 f"{r['p95_ms']} | {r['p99_ms']} | {r['latency_p95_ms']} |")
         if noisy:
-            line += f" {r['role']} | {r['p95_before_ms']} | {r['p95_burst_ms']} | {r['p95_ratio']} |"
+            line += (f" {r['role']} | {r['p95_before_ms']} | {r['p95_burst_ms']} | {r['p95_ratio']} | "
+                     f"{r['rps_before']} | {r['rps_burst']} ({r['peak_rps_burst']}) |")
         lines.append(line)
     return lines
 
@@ -255,11 +257,15 @@ def write(report_dir: Path, environment, run: RunState, collector: Collector, em
         noisy = data["noisy"]
         lines += ["", "## Tenants (judged window)", ""]
         if noisy:
-            lines += [(f"Noisy profile: {noisy['user']}'s {noisy['tenant']} burst to {noisy['burst_multiple']:g}x "
-                       f"its share for {noisy['burst_for_s']:g} s, {noisy['burst_after_s']:g} s after the load "
+            lines += [(f"Noisy profile: {noisy['user']}'s {noisy['tenant']} asked to burst to "
+                       f"{noisy['burst_multiple']:g}x its share for {noisy['burst_for_s']:g} s, "
+                       f"{noisy['burst_after_s']:g} s after the load "
                        "began (shaded in the per-tenant chart); the other tenants are quiet. The ratio is the p95 "
                        "during the burst over the p95 before it (from the end of the warm-up); "
-                       "`tenant_p95_ratio` is the worst quiet tenant's."), ""]
+                       "`tenant_p95_ratio` is the worst quiet tenant's. `burst_reached` is the burst the "
+                       "noisy tenant reached: its req/s during the burst over its req/s before it. Its busiest "
+                       "second shows the waves: a burst user stalled by a slow or refused call catches up on "
+                       "its schedule (the overdue sends at once)."), ""]
         lines += _tenant_table(data["tenants"], bool(noisy))
     lines += ["", "## Measurement validity (judged window)", "",
               "| budget | where | measured | budget | ok |", "|---|---|---|---|---|"]

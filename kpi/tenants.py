@@ -14,13 +14,20 @@ their steady mix.  Its fairness metrics:
   burst over its own p95 before it; the worst quiet tenant's ratio;
 * ``quiet_429``: the quiet tenants' requests refused with 429 (whole run);
 * ``noisy_429``: the noisy tenant's (expected: its personas do not count
-  them as failures, so they stay out of ``http_req_failed``).
+  them as failures, so they stay out of ``http_req_failed``);
+* ``burst_reached``: the noisy tenant's request rate during the burst over
+  its own rate before it: the burst the quiet tenants were judged under
+  (``--burst-multiple`` asks for one; an overloaded generator or a stalled
+  noisy tenant reaches less, and the fairness figures then prove less).
+  Its rows also give the busiest second of the burst: users that fell
+  behind catch up (kpi/pacing.py), so the burst arrives in waves.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from kpi.evaluate import RequestSeries, Snapshot
 from kpi.percentiles import MEASURED_DECIMALS, histogram_percentile
@@ -70,12 +77,21 @@ def p95_ratio(before_ms: float | None, during_ms: float | None) -> float | None:
     return _rounded(during_ms / before_ms)
 
 
+def _rate(series: RequestSeries | None, snapshot: Snapshot | None) -> float | None:
+    """Requests per second of one tenant over a window; None without it."""
+    if snapshot is None:
+        return None
+    return _rounded((series.count if series is not None else 0) / snapshot.duration_s)
+
+
 def tenant_rows(judged: Snapshot, counters: Mapping[str, int], noisy: NoisyRun | None = None,
-                before: Snapshot | None = None, during: Snapshot | None = None) -> list[dict]:
+                before: Snapshot | None = None, during: Snapshot | None = None,
+                burst_seconds: Mapping[str, Mapping[int, int]] | None = None) -> list[dict]:
     """One row per tenant over the judged window: requests, failures, p50,
     p95 and p99 of the service time, p95 from the due time; its 429s over
-    the whole run (``counters``); and in the noisy profile its role and its
-    p95 before and during the burst."""
+    the whole run (``counters``); and in the noisy profile its role, its
+    p95 and request rate before and during the burst, and its busiest
+    second of the burst (``burst_seconds``: tenant -> {second: requests})."""
     series = by_tenant(judged)
     refused = refusals(counters)
     before_series = by_tenant(before) if before is not None else {}
@@ -98,6 +114,10 @@ def tenant_rows(judged: Snapshot, counters: Mapping[str, int], noisy: NoisyRun |
             row["p95_burst_ms"] = _rounded(histogram_percentile(
                 during_series.get(tenant, RequestSeries()).response_times, 95))
             row["p95_ratio"] = p95_ratio(row["p95_before_ms"], row["p95_burst_ms"])
+            row["rps_before"] = _rate(before_series.get(tenant), before)
+            row["rps_burst"] = _rate(during_series.get(tenant), during)
+            seconds = (burst_seconds or {}).get(tenant, {})
+            row["peak_rps_burst"] = max(seconds.values(), default=0) if during is not None else None
         rows.append(row)
     return rows
 
@@ -112,7 +132,19 @@ def fairness_values(rows: list[dict], noisy: NoisyRun) -> dict[str, float]:
     ratios = [row.get("p95_ratio") for row in quiet]
     if quiet and all(ratio is not None for ratio in ratios):
         values["tenant_p95_ratio"] = max(ratios)  # type: ignore[type-var]
+    multiple = next((burst_reached(row) for row in rows if row["role"] == "noisy"), None)
+    if multiple is not None:
+        values["burst_reached"] = multiple
     return values
+
+
+def burst_reached(row: Mapping[str, Any]) -> float | None:
+    """A tenant's request rate during the burst over its rate before it;
+    None without both (or with no requests before)."""
+    before, during = row.get("rps_before"), row.get("rps_burst")
+    if not before or during is None:
+        return None
+    return _rounded(during / before)
 
 
 def burst_phase(elapsed_s: float, burst_after_s: float, burst_for_s: float) -> str:
@@ -139,6 +171,10 @@ def text(row: dict) -> str:
     if row["role"]:
         parts.append(f"{row['role']}: p95 before the burst {row['p95_before_ms']} ms, during it "
                      f"{row['p95_burst_ms']} ms, ratio {row['p95_ratio']}")
+        parts.append(f"{row['rps_before']} req/s before the burst, {row['rps_burst']} during it "
+                     f"(busiest second {row['peak_rps_burst']})")
+    if row["role"] == "noisy":
+        parts.append(f"burst reached {burst_reached(row)}x its rate before")
     return "; ".join(parts)
 
 

@@ -47,6 +47,7 @@ METRICS: dict[str, set[str]] = {
     "tenant_p95_ratio": {"value"},     # the worst quiet tenant's p95 during the burst / before it
     "quiet_429": {"count"},            # the quiet tenants' requests refused with 429, whole run
     "noisy_429": {"count"},            # the noisy tenant's, whole run (expected; not failures)
+    "burst_reached": {"value"},        # the noisy tenant's req/s during the burst / before it
 }
 TAGGABLE = {"http_req_duration", "http_req_latency", "http_reqs", "http_req_failed"}
 OPERATORS: dict[str, Callable[[float, float], bool]] = {

@@ -78,6 +78,7 @@ def tenant_table(figures: RunFigures, start_s: int, end_s: int, judged: Snapshot
     collector = figures.collector
     judged = judged if judged is not None else collector.snapshot(start_s, end_s)
     before = during = None
+    burst_seconds: dict[str, dict[int, int]] = {}
     noisy = figures.noisy
     if noisy is not None and noisy.burst is not None:
         burst_start, burst_end = noisy.burst
@@ -85,7 +86,8 @@ def tenant_table(figures: RunFigures, start_s: int, end_s: int, judged: Snapshot
             before = collector.snapshot(start_s, min(burst_start, end_s))
         if end_s > burst_start:
             during = collector.snapshot(burst_start, min(burst_end, end_s))
-    return tenant_rows(judged, judged.counters, noisy, before, during)
+            burst_seconds = collector.requests_by_second(burst_start, min(burst_end, end_s))
+    return tenant_rows(judged, judged.counters, noisy, before, during, burst_seconds)
 
 
 def validity_between(figures: RunFigures, thresholds: Thresholds, start_s: int, end_s: int) -> list[ValidityCheck]:

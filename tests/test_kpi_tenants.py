@@ -26,6 +26,7 @@ from kpi.tenants import (
     refused_counter,
     tenant_rows,
 )
+from kpi.tenants import text as tenants_text
 from kpi.thresholds import ThresholdsError, parse
 from kpi.webui import tab_rows
 from kpi.windows import RunFigures, snapshot_between, tenant_table
@@ -117,6 +118,41 @@ def test_tenant_p95_ratio_compares_each_quiet_tenant_with_itself_before_the_burs
     assert verdicts["quiet_429"].passed and verdicts["noisy_429"].measured == 300
 
 
+def test_the_burst_the_noisy_tenant_reached_is_its_rate_during_over_before() -> None:
+    figures = RunFigures(bursty(10, 11), noisy=NoisyRun("tenant-2", (1010, 1020)))
+    rows = {row["tenant"]: row for row in tenant_table(figures, 1000, 1020)}
+    noisy = rows["tenant-2"]
+    assert (noisy["rps_before"], noisy["rps_burst"], noisy["peak_rps_burst"]) == (20, 80, 80)
+    assert (rows["tenant-1"]["rps_before"], rows["tenant-1"]["rps_burst"]) == (20, 20)
+    verdict = evaluate(snapshot_between(figures, 1000, 1020), parse({"metrics": {"burst_reached": ["value >= 3"]}}))[0]
+    assert (verdict.measured, verdict.passed) == (4, True)
+    assert "burst reached 4.0x its rate before" in tenants_text(noisy)
+
+
+def test_a_burst_that_comes_in_waves_shows_its_busiest_second_and_a_short_burst_fails() -> None:
+    """Burst users stalled by slow calls catch up all at once: the mean
+    counts what was sent, the busiest second shows the wave; a burst that
+    never reached its multiple is judged as such."""
+    collector = traffic(Collector(), range(1000, 1010), "tenant-1", 10)
+    traffic(collector, range(1010, 1020), "tenant-1", 10)
+    traffic(collector, range(1000, 1010), "tenant-2", 10)
+    traffic(collector, range(1010, 1019), "tenant-2", 10, per_second=40)
+    traffic(collector, range(1019, 1020), "tenant-2", 10, per_second=200)
+    figures = RunFigures(collector, noisy=NoisyRun("tenant-2", (1010, 1020)))
+    row = {row["tenant"]: row for row in tenant_table(figures, 1000, 1020)}["tenant-2"]
+    assert (row["rps_burst"], row["peak_rps_burst"]) == (56, 200)
+    verdict = evaluate(snapshot_between(figures, 1000, 1020), parse({"metrics": {"burst_reached": ["value >= 3"]}}))[0]
+    assert (verdict.measured, verdict.passed) == (2.8, False)
+
+
+def test_a_noisy_tenant_with_no_requests_before_the_burst_has_no_burst_figure() -> None:
+    collector = traffic(traffic(Collector(), range(1000, 1020), "tenant-1", 10), range(1010, 1020), "tenant-2", 10)
+    snapshot = snapshot_between(RunFigures(collector, noisy=NoisyRun("tenant-2", (1010, 1020))), 1000, 1020)
+    assert "burst_reached" not in snapshot.values
+    verdict = evaluate(snapshot, parse({"metrics": {"burst_reached": ["value >= 3"]}}))[0]
+    assert (verdict.passed, verdict.note) == (False, "no samples")
+
+
 def test_a_quiet_tenant_that_holds_its_latency_passes() -> None:
     figures = RunFigures(bursty(10, 11), noisy=NoisyRun("tenant-2", (1010, 1020)))
     values = snapshot_between(figures, 1000, 1020).values
@@ -153,6 +189,8 @@ def test_fairness_values_and_refusals_are_read_from_rows_and_counters() -> None:
                                                                     "p95_ratio": 0.9},
             {"role": "noisy", "refused_429": 40, "p95_ratio": 9.0}]
     assert fairness_values(rows, NoisyRun("tenant-2")) == {"quiet_429": 1, "noisy_429": 40, "tenant_p95_ratio": 1.5}
+    rows[2].update(rps_before=50.0, rps_burst=220.0)
+    assert fairness_values(rows, NoisyRun("tenant-2"))["burst_reached"] == 4.4
     assert p95_ratio(None, 5) is None and p95_ratio(0, 5) is None and p95_ratio(4, 6) == 1.5
 
 

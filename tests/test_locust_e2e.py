@@ -421,8 +421,10 @@ def test_a_baseline_that_is_not_a_summary_exits_2_before_any_load(tmp_path: Path
 #   quiet tenant's p95 rose 140-270x (its invokes queued behind the spins on the
 #   shared pool, before small calls ran inline on the hub), which also failed,
 #   but is not what the test relies on.
+# * burst_reached > 1: the burst happened (charlie sent more per second
+#   during it than before it); the shipped file asks >= 3 of its 4x.
 NOISY_KPIS = {
-    "http_reqs": ["rps > 40"], "quiet_429": ["count == 0"], "noisy_429": ["count > 0"],
+    "http_reqs": ["rps > 40"], "quiet_429": ["count == 0"], "noisy_429": ["count > 0"], "burst_reached": ["value > 1"],
     "tenant_p95_ratio": ["value < 10"], "http_req_failed{tenant:tenant-1}": ["rate < 0.05"],
     "http_req_failed": ["rate < 0.05"], "isolation_violations": ["count == 0"],
 }
@@ -457,6 +459,9 @@ def test_noisy_profile_with_budgets_holds_the_quiet_tenant(tmp_path: Path) -> No
     assert measured["quiet_429"] == rows["tenant-1"]["refused_429"] == 0
     assert measured["noisy_429"] == rows["tenant-2"]["refused_429"] > 0
     assert measured["tenant_p95_ratio"] == rows["tenant-1"]["p95_ratio"]
+    noisy_row = rows["tenant-2"]
+    assert measured["burst_reached"] == round(noisy_row["rps_burst"] / noisy_row["rps_before"], 3)
+    assert noisy_row["peak_rps_burst"] >= noisy_row["rps_burst"]
     assert rows["tenant-2"]["failures"] == 0          # its 429s (and its spins' ends) are expected
     start, end = summary["noisy"]["burst_window"]
     assert summary["noisy"]["tenant"] == "tenant-2" and 11 <= end - start <= 13
