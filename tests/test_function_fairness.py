@@ -84,6 +84,38 @@ def test_a_spent_tenant_is_refused_before_the_call_does_any_work() -> None:
     limiter.refuse_if_spent(ALICE)                      # refilled
 
 
+def test_a_call_that_could_only_wait_for_a_spent_budget_is_refused_at_once() -> None:
+    """While the call holding a tenant's only slot has run longer than the
+    tenant's bucket holds, the next call is refused at once with
+    function_time_budget instead of waiting for the slot: the slot can only
+    come back with a charge that empties the bucket.  Before that point,
+    and for a plan refilled faster than its calls spend, it still waits."""
+    clock = FakeClock()
+    plans = {"free": PlanBudget(1, 2000, 1000), "pro": PlanBudget(1, 1000, 1000)}
+    limiter = FunctionBudgets(plans, plan_of=lambda claims: "pro" if claims is CHARLIE else "free",
+                              queue_wait_ms=50, clock=clock)
+    with limiter.admit(CHARLIE):
+        clock.now += 0.5                 # 500 ms run of 1000: its end could still leave time
+        with pytest.raises(ApiError) as waited, limiter.admit(CHARLIE):
+            pass
+        assert waited.value.code == "function_concurrency_limit"      # it waited for the slot
+        clock.now += 0.7                 # 1200 ms run: whenever it ends, the bucket is empty
+        with pytest.raises(ApiError) as refused, limiter.admit(CHARLIE):
+            pass
+        assert refused.value.status == 429 and refused.value.code == "function_time_budget"
+        assert refused.value.headers["Retry-After"] == "1"
+        with limiter.admit(ALICE):       # another tenant's calls are not affected
+            pass
+    with limiter.admit(ALICE):
+        clock.now += 1.5                 # free here refills 2000 ms/s: a call may end with time left
+        with pytest.raises(ApiError) as waited, limiter.admit(ALICE):
+            pass
+        assert waited.value.code == "function_concurrency_limit"
+    clock.now += 10
+    with limiter.admit(CHARLIE):         # the slot and the bucket came back
+        pass
+
+
 def test_time_buckets_refill_only_to_the_burst() -> None:
     clock = FakeClock()
     buckets, budget = TimeBuckets(clock), PlanBudget(1, 100, 300)

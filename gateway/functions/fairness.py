@@ -18,7 +18,13 @@ Two budgets keep one tenant from taking it:
   call is admitted while the bucket is positive and charged its measured
   time on the native thread afterwards (time, not fuel: memory.fill and
   friends cost little fuel and much time).  An empty bucket is 429 with a
-  ``Retry-After`` that refills it.
+  ``Retry-After`` that refills it.  A call that would wait for a slot is
+  refused at once when the calls holding the slots have already run longer
+  than the bucket holds: whenever one of them ends, its charge empties the
+  bucket, so the wait could only end in the same 429.  Waiting for it made
+  every such caller of a spinning tenant hang until the spin ended and then
+  answered them all at once; clients that catch up on a schedule turned
+  that into a wave of requests each time (README "The burst's waves").
 
 Budgets are per gateway process (each process has its own pool).  The
 slots are a ``gateway.tenant_counter.TenantCounter`` that any thread may
@@ -28,6 +34,7 @@ bucket updates never yield.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
@@ -89,6 +96,10 @@ class TimeBuckets:
         self._levels[tenant] = (level, now)
         return level
 
+    def level(self, tenant: str, budget: PlanBudget) -> float:
+        """Milliseconds in the tenant's bucket now (negative: in debt)."""
+        return self._level(tenant, budget)
+
     def retry_after_s(self, tenant: str, budget: PlanBudget) -> int | None:
         """None when the tenant may start a call, else seconds until it may."""
         level = self._level(tenant, budget)
@@ -131,9 +142,15 @@ class FunctionBudgets:
         self._queue_wait_s = queue_wait_ms / 1000
         self.enabled = enabled
         self._buckets = TimeBuckets(clock)
+        self._clock = clock
         # Given back from the native pool thread when the work ends, which
         # wakes a waiter through its hub's thread-safe callback.
         self.slots = TenantCounter()
+        # tenant -> {admission id: when it was admitted}, for the calls that
+        # hold slots now; the native threads remove theirs, hence the lock.
+        self._running: dict[str, dict[int, float]] = {}
+        self._admissions = itertools.count()
+        self._running_lock = original("threading", "Lock", threading.Lock)()
 
     def budget_for(self, claims: Mapping[str, Any]) -> PlanBudget:
         plan = self._plan_of(claims)
@@ -165,18 +182,58 @@ class FunctionBudgets:
         tenant = str(claims["tenant_id"])
         budget = self.budget_for(claims)
         self._refuse_if_spent(tenant, budget)
+        if self.slots.held(tenant) >= budget.concurrency:
+            self._refuse_if_no_wait_can_pay(tenant, budget)
         # A plan change takes effect for new calls: the limit is read per call.
         if not self.slots.try_acquire(tenant, budget.concurrency, self._queue_wait_s):
             raise ApiError(429, "function_concurrency_limit",
                            f"this tenant already runs {budget.concurrency} function call(s) at once",
                            hint="retry when a call has finished",
                            headers={"Retry-After": str(CONCURRENCY_RETRY_AFTER_S)})
+        key = self._started(tenant)
         admission = Admission(lambda seconds: self._buckets.charge(tenant, budget, seconds * 1000),
-                              lambda: self.slots.release(tenant))
+                              lambda: self._ended(tenant, key))
         try:
             yield admission
         finally:
             admission.release()
+
+    def _started(self, tenant: str) -> int:
+        key = next(self._admissions)
+        with self._running_lock:
+            self._running.setdefault(tenant, {})[key] = self._clock()
+        return key
+
+    def _ended(self, tenant: str, key: int) -> None:
+        """From the native thread that ran the call: its slot is free."""
+        with self._running_lock:
+            running = self._running.get(tenant, {})
+            running.pop(key, None)
+            if not running:
+                self._running.pop(tenant, None)
+        self.slots.release(tenant)
+
+    def _refuse_if_no_wait_can_pay(self, tenant: str, budget: PlanBudget) -> None:
+        """429 now, not after the wait, when every call holding one of the
+        tenant's slots has run longer than its bucket holds: the first slot
+        to free comes with a charge that empties the bucket.  Only for a
+        refill of at most one millisecond per millisecond (``ms_per_s`` <=
+        1000): a running call then never refills the bucket faster than it
+        will be charged, so the bucket can only get emptier until it ends."""
+        if budget.ms_per_s > 1000:
+            return
+        with self._running_lock:
+            started = list(self._running.get(tenant, {}).values())
+        if len(started) < budget.concurrency:
+            return   # a slot is being given back now: the wait will be short
+        ran_ms = (self._clock() - max(started)) * 1000    # the youngest call's time so far
+        level = self._buckets.level(tenant, budget)
+        if ran_ms >= level:
+            retry_after = max(1, math.ceil((ran_ms - level + 1) / budget.ms_per_s))
+            raise ApiError(429, "function_time_budget",
+                           f"this tenant's running calls have used its WASM time budget "
+                           f"({budget.ms_per_s:g} ms per second)",
+                           hint=f"retry after {retry_after} s", headers={"Retry-After": str(retry_after)})
 
 
 class CachedPlanLookup:
