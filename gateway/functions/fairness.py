@@ -21,10 +21,10 @@ Two budgets keep one tenant from taking it:
   ``Retry-After`` that refills it.  A call that would wait for a slot is
   refused at once when the calls holding the slots have already run longer
   than the bucket holds: whenever one of them ends, its charge empties the
-  bucket, so the wait could only end in the same 429.  Waiting for it made
-  every such caller of a spinning tenant hang until the spin ended and then
-  answered them all at once; clients that catch up on a schedule turned
-  that into a wave of requests each time (README "The burst's waves").
+  bucket, so the wait could only end in a 429.  A spinning tenant's
+  callers waited up to the queue wait for it, fell behind their schedule
+  together and then caught up together: a wave of requests (README "The
+  burst's waves").
 
 Budgets are per gateway process (each process has its own pool).  The
 slots are a ``gateway.tenant_counter.TenantCounter`` that any thread may
