@@ -162,9 +162,39 @@ def test_the_invoke_gives_the_slot_back_on_its_thread_also_when_the_call_fails()
     def fails() -> None:
         raise ValueError("trap")
 
-    outcome, seconds = _timed(fails, on_native_done=lambda: done.append(threading.current_thread().name))
+    outcome, seconds = _timed(fails, on_native_done=lambda spent: done.append((threading.current_thread().name,
+                                                                                spent)))
     assert isinstance(outcome, ValueError) and seconds >= 0
-    assert done == [threading.current_thread().name]
+    assert done == [(threading.current_thread().name, seconds)]   # with the time to charge before the slot
+
+
+def test_a_slot_that_comes_back_after_a_wait_brings_its_calls_charge() -> None:
+    """The native thread charges a call before it gives the slot back, and
+    a caller that waited for that slot is refused when the charge emptied
+    the bucket: a tenant with always one call waiting could otherwise run
+    call after call past its WASM time budget."""
+    clock = FakeClock()
+    limiter = FunctionBudgets({"free": PlanBudget(1, 500, 1000)}, plan_of=lambda claims: "free",
+                              queue_wait_ms=10_000, clock=clock)
+    outcome: list[str] = []
+
+    def second_call() -> None:
+        try:
+            with limiter.admit(ALICE):
+                outcome.append("admitted")
+        except ApiError as refused:
+            outcome.append(refused.code)
+
+    with limiter.admit(ALICE) as first:
+        waiter = threading.Thread(target=second_call)
+        waiter.start()
+        while not limiter.slots.waiting(TENANT_1):   # it waits for the slot ...
+            time.sleep(0.001)
+        first.charge(2.0)                            # ... which comes back with 2 s charged (1 s burst)
+        first.release()
+        waiter.join()
+    assert outcome == ["function_time_budget"]
+    assert limiter.slots.held(TENANT_1) == 0
 
 
 def test_unknown_plan_gets_the_free_budget() -> None:

@@ -83,11 +83,15 @@ def plan_budgets(settings: Settings) -> dict[str, PlanBudget]:
 
 
 class TimeBuckets:
-    """Milliseconds of WASM time per tenant, refilled continuously."""
+    """Milliseconds of WASM time per tenant, refilled continuously.  The
+    native thread that ran a call charges it (before it gives the call's
+    slot back), the hub reads the levels: a native lock, held for a few
+    dictionary operations."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._levels: dict[str, tuple[float, float]] = {}  # tenant -> (ms, at)
+        self._lock = original("threading", "Lock", threading.Lock)()
 
     def _level(self, tenant: str, budget: PlanBudget) -> float:
         now = self._clock()
@@ -98,18 +102,20 @@ class TimeBuckets:
 
     def level(self, tenant: str, budget: PlanBudget) -> float:
         """Milliseconds in the tenant's bucket now (negative: in debt)."""
-        return self._level(tenant, budget)
+        with self._lock:
+            return self._level(tenant, budget)
 
     def retry_after_s(self, tenant: str, budget: PlanBudget) -> int | None:
         """None when the tenant may start a call, else seconds until it may."""
-        level = self._level(tenant, budget)
+        level = self.level(tenant, budget)
         if level > 0:
             return None
         return max(1, math.ceil((-level + 1) / budget.ms_per_s))
 
     def charge(self, tenant: str, budget: PlanBudget, spent_ms: float) -> None:
-        level = self._level(tenant, budget)
-        self._levels[tenant] = (level - spent_ms, self._clock())
+        with self._lock:
+            level = self._level(tenant, budget)
+            self._levels[tenant] = (level - spent_ms, self._clock())
 
 
 class Admission:
@@ -190,6 +196,13 @@ class FunctionBudgets:
                            f"this tenant already runs {budget.concurrency} function call(s) at once",
                            hint="retry when a call has finished",
                            headers={"Retry-After": str(CONCURRENCY_RETRY_AFTER_S)})
+        try:
+            # Again: a slot that came back during the wait came with its
+            # call's charge, which may have emptied the bucket.
+            self._refuse_if_spent(tenant, budget)
+        except ApiError:
+            self.slots.release(tenant)
+            raise
         key = self._started(tenant)
         admission = Admission(lambda seconds: self._buckets.charge(tenant, budget, seconds * 1000),
                               lambda: self._ended(tenant, key))

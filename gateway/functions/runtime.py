@@ -335,8 +335,10 @@ class FunctionRuntime:
         """Run the call inline when its module is known to be small
         (functions/inline.py), else on the native pool; ``charge(seconds)``
         gets the time the call ran (not the time it queued), success or
-        failure, and ``on_native_done()`` runs as soon as the work ends (on
-        the native thread, before the hub resumes this greenlet)."""
+        failure, and then ``on_native_done()`` runs, as soon as the work
+        ends (on the native thread, before the hub resumes this greenlet).
+        Charged first: a caller waiting for the slot ``on_native_done``
+        gives back must find the tenant's time already debited."""
         if self._inline is not None and self._inline.eligible(module):
             outcome, seconds = _timed(self._invoke_inline, module, limits, request)
             if charge is not None:
@@ -350,10 +352,14 @@ class FunctionRuntime:
                 return outcome
             self._inline.cut(module)
             self._on_placed(INLINE_CUT)
-        timed = functools.partial(_timed, on_native_done=on_native_done)
-        outcome, seconds = self._run(timed, self._invoke_sync, module, limits, request, load_ms)
-        if charge is not None:
-            charge(seconds)
+        def native_done(seconds: float) -> None:
+            if charge is not None:
+                charge(seconds)
+            if on_native_done is not None:
+                on_native_done()
+
+        timed = functools.partial(_timed, on_native_done=native_done)
+        outcome, _seconds = self._run(timed, self._invoke_sync, module, limits, request, load_ms)
         self._on_placed(POOL)
         if isinstance(outcome, BaseException):
             raise outcome
@@ -442,18 +448,20 @@ class _SliceSpent(Exception):  # noqa: N818 - a signal between two methods, neve
 
 
 def _timed(fn: Callable[..., Any], *args: Any,
-           on_native_done: Callable[[], None] | None = None) -> tuple[Any, float]:
+           on_native_done: Callable[[float], None] | None = None) -> tuple[Any, float]:
     """(result or raised exception, seconds) of ``fn`` on the thread that runs it;
     the exception is raised again by the caller, on its own thread.
-    ``on_native_done()`` runs on this thread once ``fn`` has ended."""
+    ``on_native_done(seconds)`` runs on this thread once ``fn`` has ended."""
     started = time.perf_counter()
     try:
-        return fn(*args), time.perf_counter() - started
+        outcome: Any = fn(*args)
     except Exception as exc:  # noqa: BLE001 - handed back and raised by the caller, not swallowed
-        return exc, time.perf_counter() - started
+        outcome = exc
     finally:
+        seconds = time.perf_counter() - started
         if on_native_done is not None:
-            on_native_done()
+            on_native_done(seconds)
+    return outcome, seconds
 
 
 def _memory_in_use(sandbox: Sandbox) -> int | None:
