@@ -129,19 +129,6 @@ class Collector:
                              histogram.values(latencies)))
         return rows
 
-    def requests_by_second(self, start_s: int, end_s: int) -> dict[str, dict[int, int]]:
-        """tenant -> {second: requests} in [start_s, end_s): a tenant's
-        request rate second by second (the noisy burst's busiest second)."""
-        counts: dict[str, dict[int, int]] = {}
-        with self._lock:
-            for second, entries in self.buckets.items():
-                if not start_s <= second < end_s:
-                    continue
-                for key, (durations, _failures, _latencies) in entries.items():
-                    seconds = counts.setdefault(split_key(key)[2], {})
-                    seconds[second] = seconds.get(second, 0) + sum(durations.values())
-        return counts
-
     def per_second_by_tenant(self) -> dict[str, list[tuple[int, dict[float, int]]]]:
         """tenant -> [(second, service-time histogram {ms: count})] in time
         order, for the report's per-tenant chart."""

@@ -86,7 +86,9 @@ def tenant_table(figures: RunFigures, start_s: int, end_s: int, judged: Snapshot
             before = collector.snapshot(start_s, min(burst_start, end_s))
         if end_s > burst_start:
             during = collector.snapshot(burst_start, min(burst_end, end_s))
-            burst_seconds = collector.requests_by_second(burst_start, min(burst_end, end_s))
+            burst_seconds = {tenant: {second: sum(durations.values()) for second, durations in seconds
+                                      if burst_start <= second < min(burst_end, end_s)}
+                             for tenant, seconds in collector.per_second_by_tenant().items()}
     return tenant_rows(judged, judged.counters, noisy, before, during, burst_seconds)
 
 

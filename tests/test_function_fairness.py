@@ -188,8 +188,9 @@ def test_a_slot_that_comes_back_after_a_wait_brings_its_calls_charge() -> None:
     with limiter.admit(ALICE) as first:
         waiter = threading.Thread(target=second_call)
         waiter.start()
-        while not limiter.slots.waiting(TENANT_1):   # it waits for the slot ...
+        while not limiter.slots.waiting(TENANT_1) and waiter.is_alive():   # it waits for the slot ...
             time.sleep(0.001)
+        assert waiter.is_alive(), outcome
         first.charge(2.0)                            # ... which comes back with 2 s charged (1 s burst)
         first.release()
         waiter.join()

@@ -110,12 +110,24 @@ class TimeBuckets:
         level = self.level(tenant, budget)
         if level > 0:
             return None
-        return max(1, math.ceil((-level + 1) / budget.ms_per_s))
+        return refill_after_s(-level, budget)
 
     def charge(self, tenant: str, budget: PlanBudget, spent_ms: float) -> None:
         with self._lock:
             level = self._level(tenant, budget)
             self._levels[tenant] = (level - spent_ms, self._clock())
+
+
+def refill_after_s(debt_ms: float, budget: PlanBudget) -> int:
+    """Whole seconds (at least 1) until a bucket ``debt_ms`` in debt holds
+    time again: the Retry-After of a spent budget."""
+    return max(1, math.ceil((debt_ms + 1) / budget.ms_per_s))
+
+
+def time_budget_spent(message: str, retry_after: int) -> ApiError:
+    """The 429 of a tenant whose WASM time is spent."""
+    return ApiError(429, "function_time_budget", message, hint=f"retry after {retry_after} s",
+                    headers={"Retry-After": str(retry_after)})
 
 
 class Admission:
@@ -173,9 +185,8 @@ class FunctionBudgets:
     def _refuse_if_spent(self, tenant: str, budget: PlanBudget) -> None:
         retry_after = self._buckets.retry_after_s(tenant, budget)
         if retry_after is not None:
-            raise ApiError(429, "function_time_budget",
-                           f"this tenant used its WASM time budget ({budget.ms_per_s:g} ms per second)",
-                           hint=f"retry after {retry_after} s", headers={"Retry-After": str(retry_after)})
+            raise time_budget_spent(f"this tenant used its WASM time budget ({budget.ms_per_s:g} ms per second)",
+                                    retry_after)
 
     @contextmanager
     def admit(self, claims: Mapping[str, Any]) -> Iterator[Admission]:
@@ -242,11 +253,8 @@ class FunctionBudgets:
         ran_ms = (self._clock() - max(started)) * 1000    # the youngest call's time so far
         level = self._buckets.level(tenant, budget)
         if ran_ms >= level:
-            retry_after = max(1, math.ceil((ran_ms - level + 1) / budget.ms_per_s))
-            raise ApiError(429, "function_time_budget",
-                           f"this tenant's running calls have used its WASM time budget "
-                           f"({budget.ms_per_s:g} ms per second)",
-                           hint=f"retry after {retry_after} s", headers={"Retry-After": str(retry_after)})
+            raise time_budget_spent(f"this tenant's running calls have used its WASM time budget "
+                                    f"({budget.ms_per_s:g} ms per second)", refill_after_s(ran_ms - level, budget))
 
 
 class CachedPlanLookup:
