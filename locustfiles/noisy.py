@@ -24,6 +24,7 @@ from gevent.lock import Semaphore
 from locust import events
 
 from kpi.seed import SEED_USERS_BY_NAME, tenant_admin
+from locustfiles.arrival import ArrivalRateSends, sent_without_waiting
 from locustfiles.personas import TENANT_1, TENANT_2, TenantUser, login_token
 
 SPIN_FUNCTION = "loadtest-spin"
@@ -37,8 +38,10 @@ _sessions: dict[str, str] = {}
 _login_lock = Semaphore()
 
 
-class NoisyNeighbour(TenantUser):
-    """One burst user of the noisy tenant; who it is comes from --noisy-user."""
+class NoisyNeighbour(ArrivalRateSends, TenantUser):
+    """One burst user of the noisy tenant; who it is comes from --noisy-user.
+    It sends on its schedule whatever its answers take (locustfiles/arrival.py):
+    the burst is the rate asked, not what the gateway's waits let through."""
     weight = 1
     # kpi.shapes.BURST_CLASS_MARK: spawned by the noisy profile's burst only
     # (the shape names the classes of each tick).
@@ -78,7 +81,8 @@ class NoisyNeighbour(TenantUser):
 
 # The burst's own mix replaces the steady tasks it would inherit: about half
 # the sends spin, a sixth start slow workflows (or spin), a third read.
-NoisyNeighbour.tasks = [NoisyNeighbour.spin] * 3 + [NoisyNeighbour.slow_workflow] + [TenantUser.list_products] * 2
+NoisyNeighbour.tasks = [sent_without_waiting(action) for action in
+                        [NoisyNeighbour.spin] * 3 + [NoisyNeighbour.slow_workflow] + [TenantUser.list_products] * 2]
 
 
 @events.test_start.add_listener

@@ -1,0 +1,109 @@
+"""The noisy profile's burst users send on their schedule whatever the
+answers take (locustfiles/arrival.py), against a tiny local server that
+holds every answer: the burst is the rate asked, not what the gateway's
+waits let through (a user waiting for each answer sent one request per
+answer's time: the burst reached 2x of the 4x asked).
+
+Locust monkey-patches the process with gevent when imported, so the checks
+run in a child process and report JSON (as tests/test_noisy_personas.py)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SCRIPT = r'''
+import json, sys, threading, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+import gevent
+from gevent.pool import Group
+from locust.env import Environment
+from kpi.pacing import DUE_AT
+from locustfiles.noisy import NoisyNeighbour
+
+HOLD_S = float(sys.argv[1])
+in_flight = {"now": 0, "most": 0}
+lock = threading.Lock()
+
+class Slow(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def _answer(self, status, body):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path == "/auth/login":
+            return self._answer(200, {"access_token": "t"})
+        with lock:
+            in_flight["now"] += 1
+            in_flight["most"] = max(in_flight["most"], in_flight["now"])
+        time.sleep(HOLD_S)                   # a spinning call's wait for its tenant's slot
+        with lock:
+            in_flight["now"] -= 1
+        self._answer(429, {"code": "over_budget", "message": "m", "details": {}, "hint": None})
+    do_GET = do_POST
+    def log_message(self, *args):
+        pass
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+server.daemon_threads = True
+threading.Thread(target=server.serve_forever, daemon=True).start()
+environment = Environment(host=f"http://127.0.0.1:{server.server_address[1]}")
+environment.parsed_options = SimpleNamespace(load_profile="noisy", noisy_user="charlie")
+sent = []
+environment.events.request.add_listener(
+    lambda name, start_time, context, **_kw: sent.append([name, start_time, context.get(DUE_AT)]))
+
+class Burst(NoisyNeighbour):
+    max_in_flight = concurrency = int(sys.argv[2])
+    host = environment.host
+
+user = Burst(environment)
+user.start(Group())
+gevent.sleep(2.0)
+user.stop(force=True)
+gevent.sleep(0.2)
+sends = [s for s in sent if s[0] != "/auth/login"]
+print(json.dumps({"sends": sends, "most_in_flight": in_flight["most"], "rate": user.schedule.rate}))
+'''
+
+
+def run_burst_user(hold_s: float, max_in_flight: int) -> dict:
+    result = subprocess.run([sys.executable, "-c", SCRIPT, str(hold_s), str(max_in_flight)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_a_burst_user_keeps_its_schedule_while_its_answers_are_held() -> None:
+    outcome = run_burst_user(hold_s=0.6, max_in_flight=16)
+    # Every send (a spin, a slow workflow start, a list read) is held 0.6 s.
+    # 2 s at 5/s is 10 sends due (the first at once); those sent in the
+    # first 1.4 s are answered before the user stops: 7 or 8 of them.  A
+    # user that waited for each answer would have sent 4.
+    sends = outcome["sends"]
+    assert outcome["rate"] == 5.0 and len(sends) >= 6, sends
+    assert outcome["most_in_flight"] >= 3
+    for _name, start_time, due in sends:
+        # Each send leaves when due (not after the answer before it), and
+        # its due time is its own: in flight together, they differ.
+        assert due is not None and start_time - due < 0.3, (start_time, due)
+    assert len({due for _name, _start, due in sends}) == len(sends)
+
+
+def test_a_burst_user_holds_at_most_its_cap_in_flight() -> None:
+    outcome = run_burst_user(hold_s=1.5, max_in_flight=2)
+    assert outcome["most_in_flight"] == 2
+    # A send due while both are busy waits for one: in the 2 s only the
+    # first two are answered (at 1.5 s), and the user stops while the next
+    # two are held.
+    sends = outcome["sends"]
+    assert len(sends) == 2, sends
