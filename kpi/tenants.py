@@ -19,8 +19,9 @@ their steady mix.  Its fairness metrics:
   its own rate before it: the burst the quiet tenants were judged under
   (``--burst-multiple`` asks for one; an overloaded generator or a stalled
   noisy tenant reaches less, and the fairness figures then prove less).
-  Its rows also give the busiest second of the burst: users that fell
-  behind catch up (kpi/pacing.py), so the burst arrives in waves.
+  Its rows also give the busiest second of the burst: a burst sent in
+  waves (users that fell behind catching up together, kpi/pacing.py) shows
+  a busiest second far above the burst's mean rate.
 """
 from __future__ import annotations
 
