@@ -47,14 +47,18 @@ class OpenSchedule:
         self.waiting_until = self.due(self.done)
         return max(0.0, self.waiting_until - now)
 
-    def dropped(self, now: float) -> int:
+    def dropped(self, now: float, waits_for_answers: bool = True) -> int:
         """Requests due by ``now`` that were never started: at the end of the
-        run, the sends the schedule wanted and the system did not let happen."""
+        run, the sends the schedule wanted and the system did not let happen.
+        A user that waits for its answers has one request in flight unless
+        it is still waiting for the next one's due time; a user that does not
+        (locustfiles/arrival.py) counts each send in ``done`` as it starts
+        it, so a due send not counted there was never sent."""
         if now < self.t0:
             return 0
         due_by_now = math.floor((now - self.t0) * self.rate + 1e-9) + 1
-        started = self.done + (1 if now >= self.waiting_until else 0)   # one in flight unless still waiting
-        return max(0, due_by_now - started)
+        in_flight = 1 if waits_for_answers and now >= self.waiting_until else 0
+        return max(0, due_by_now - self.done - in_flight)
 
 
 def latency_from_due(due_at: float | None, start_time: float | None, response_time_ms: float) -> float | None:

@@ -23,6 +23,7 @@ from typing import Any
 
 import gevent
 from gevent.pool import Pool
+from locust.exception import RescheduleTask, RescheduleTaskImmediately, StopTest, StopUser
 
 from kpi.pacing import DUE_AT
 
@@ -41,6 +42,9 @@ class ArrivalRateSends:
     # FastHttpUser's connections per user: one per request in flight, or the
     # client would queue the sends on its own pool.
     concurrency = MAX_IN_FLIGHT
+    # A send is counted as the task that starts it returns (kpi.pacing's
+    # dropped iterations): none is ever in flight in the schedule's sense.
+    waits_for_answers = False
 
     def on_start(self) -> None:
         self._in_flight = Pool(self.max_in_flight)
@@ -56,12 +60,23 @@ class ArrivalRateSends:
         self._in_flight.start(greenlet)
 
     def _run_sent(self, action: Callable[[Any], None]) -> None:
+        # What Locust's task loop does with a task's exception, for a task
+        # that runs outside it: a reschedule ends only this task; StopUser
+        # and StopTest stop the user (in its own greenlet, where Locust
+        # expects them); any other error is reported, and stops the user
+        # too when the run does not catch exceptions (--stop-on-exception).
         try:
             action(self)
-        except Exception as error:  # as Locust's task loop reports a task's error
+        except (RescheduleTask, RescheduleTaskImmediately):
+            pass
+        except (StopUser, StopTest) as stop:
+            self.greenlet.kill(stop, block=False)  # type: ignore[attr-defined]
+        except Exception as error:
             self.environment.events.user_error.fire(  # type: ignore[attr-defined]
                 user_instance=self, exception=error, tb=error.__traceback__)
-            log.error("%s in a sent task: %s", type(error).__name__, error)
+            log.exception("%s in a sent task", type(error).__name__)
+            if not self.environment.catch_exceptions:  # type: ignore[attr-defined]
+                self.greenlet.kill(error, block=False)  # type: ignore[attr-defined]
         finally:
             self._due_of.pop(gevent.getcurrent(), None)
 

@@ -63,28 +63,29 @@ environment.events.request.add_listener(
     lambda name, start_time, context, **_kw: sent.append([name, start_time, context.get(DUE_AT)]))
 
 class Burst(NoisyNeighbour):
-    max_in_flight = concurrency = int(sys.argv[2])
+    max_in_flight = int(sys.argv[2])
     host = environment.host
 
 user = Burst(environment)
 user.start(Group())
-gevent.sleep(2.0)
+gevent.sleep(float(sys.argv[3]))
 user.stop(force=True)
 gevent.sleep(0.2)
 sends = [s for s in sent if s[0] != "/auth/login"]
-print(json.dumps({"sends": sends, "most_in_flight": in_flight["most"], "rate": user.schedule.rate}))
+print(json.dumps({"sends": sends, "most_in_flight": in_flight["most"], "rate": user.schedule.rate,
+                  "started": user.schedule.done, "connections": Burst.concurrency}))
 '''
 
 
-def run_burst_user(hold_s: float, max_in_flight: int) -> dict:
-    result = subprocess.run([sys.executable, "-c", SCRIPT, str(hold_s), str(max_in_flight)], cwd=ROOT,
+def run_burst_user(hold_s: float, max_in_flight: int, run_s: float) -> dict:
+    result = subprocess.run([sys.executable, "-c", SCRIPT, str(hold_s), str(max_in_flight), str(run_s)], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_a_burst_user_keeps_its_schedule_while_its_answers_are_held() -> None:
-    outcome = run_burst_user(hold_s=0.6, max_in_flight=16)
+    outcome = run_burst_user(hold_s=0.6, max_in_flight=16, run_s=2.0)
     # Every send (a spin, a slow workflow start, a list read) is held 0.6 s.
     # 2 s at 5/s is 10 sends due (the first at once); those sent in the
     # first 1.4 s are answered before the user stops: 7 or 8 of them.  A
@@ -94,16 +95,66 @@ def test_a_burst_user_keeps_its_schedule_while_its_answers_are_held() -> None:
     assert outcome["most_in_flight"] >= 3
     for _name, start_time, due in sends:
         # Each send leaves when due (not after the answer before it), and
-        # its due time is its own: in flight together, they differ.
-        assert due is not None and start_time - due < 0.3, (start_time, due)
+        # its due time is its own, not the schedule's next one (0.2 s later).
+        assert due is not None and -0.05 < start_time - due < 0.3, (start_time, due)
     assert len({due for _name, _start, due in sends}) == len(sends)
 
 
 def test_a_burst_user_holds_at_most_its_cap_in_flight() -> None:
-    outcome = run_burst_user(hold_s=1.5, max_in_flight=2)
-    assert outcome["most_in_flight"] == 2
-    # A send due while both are busy waits for one: in the 2 s only the
-    # first two are answered (at 1.5 s), and the user stops while the next
-    # two are held.
+    outcome = run_burst_user(hold_s=1.5, max_in_flight=2, run_s=2.5)
+    # The cap is the user's, not its client's: the connection pool is larger.
+    assert outcome["connections"] == 16 and outcome["most_in_flight"] == 2
+    # A send due while both are busy waits for one: in the 2.5 s the first
+    # two are answered (at 1.5 s) and the next two are held until 3.0 s; a
+    # user without the cap would have started about 12.
     sends = outcome["sends"]
     assert len(sends) == 2, sends
+    assert outcome["started"] <= 4
+
+
+STOP_SCRIPT = r'''
+import json, time
+import gevent
+from gevent.pool import Group
+from locust import User
+from locust.env import Environment
+from locust.exception import StopUser
+from kpi.pacing import OpenSchedule
+from locustfiles.arrival import ArrivalRateSends, sent_without_waiting
+
+environment = Environment()
+errors, seen = [], {"sends": 0, "stopped": False}
+environment.events.user_error.add_listener(lambda exception, **_kw: errors.append(type(exception).__name__))
+
+def stop_on_third_send(user):
+    seen["sends"] += 1
+    if seen["sends"] == 3:
+        raise StopUser()
+
+class Sender(ArrivalRateSends, User):
+    tasks = [sent_without_waiting(stop_on_third_send)]
+    def on_start(self):
+        self.schedule = OpenSchedule(20.0, time.time())
+        super().on_start()
+    def wait_time(self):
+        return self.schedule.next_wait(time.time())
+    def on_stop(self):
+        seen["stopped"] = True
+        super().on_stop()
+
+user = Sender(environment)
+user.start(Group())
+gevent.sleep(0.5)
+print(json.dumps({**seen, "dead": user.greenlet.dead, "errors": errors}))
+'''
+
+
+def test_a_sent_task_that_raises_stop_user_stops_its_user() -> None:
+    """As in Locust's own task loop: StopUser stops the user (its on_stop
+    runs), it is no user error, and no send follows it."""
+    result = subprocess.run([sys.executable, "-c", STOP_SCRIPT], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    # 0.5 s at 20/s would be ~10 sends without the stop.
+    assert outcome == {"sends": 3, "stopped": True, "dead": True, "errors": []}

@@ -45,6 +45,18 @@ def test_dropped_iterations_are_the_due_sends_never_started() -> None:
     assert schedule.dropped(now=99.0) == 0
 
 
+def test_a_user_that_does_not_wait_for_answers_has_no_send_in_flight_to_discount() -> None:
+    """An arrival-rate user (locustfiles/arrival.py) counts a send in
+    ``done`` as soon as it starts it: stopped while a due send waited for a
+    free slot, that send was never sent."""
+    schedule = OpenSchedule(rate=5, t0=100.0)
+    for now in (100.0, 100.2, 100.4):                                    # sends 0..2 started
+        schedule.next_wait(now=now)
+    assert schedule.dropped(now=101.0, waits_for_answers=False) == 3     # 0..5 due, 3 started
+    assert schedule.dropped(now=101.0) == 2                              # a closed loop: send 3 in flight
+    assert schedule.dropped(now=100.5, waits_for_answers=False) == 0     # waiting for send 3's due time
+
+
 def test_a_stall_shows_in_the_latency_and_not_in_the_service_time() -> None:
     """A closed loop sees one slow sample per user; the due-time latency
     sees every send the stall delayed."""
