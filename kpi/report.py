@@ -264,8 +264,9 @@ def write(report_dir: Path, environment, run: RunState, collector: Collector, em
                        "during the burst over the p95 before it (from the end of the warm-up); "
                        "`tenant_p95_ratio` is the worst quiet tenant's. `burst_reached` is the burst the "
                        "noisy tenant reached: its req/s during the burst over its req/s before it. Its busiest "
-                       "second shows the waves: a burst user stalled by a slow or refused call catches up on "
-                       "its schedule (the overdue sends at once)."), ""]
+                       "second shows whether the burst came evenly: a burst user keeps its schedule with several "
+                       "requests in flight, and only sends due while all of them were busy go out late, "
+                       "together."), ""]
         lines += _tenant_table(data["tenants"], bool(noisy))
     lines += ["", "## Measurement validity (judged window)", "",
               "| budget | where | measured | budget | ok |", "|---|---|---|---|---|"]

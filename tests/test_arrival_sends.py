@@ -68,9 +68,8 @@ class Burst(NoisyNeighbour):
 
 user = Burst(environment)
 user.start(Group())
-gevent.sleep(float(sys.argv[3]))
-user.stop(force=True)
-gevent.sleep(0.2)
+gevent.sleep(float(sys.argv[3]))      # the window the user sends in
+user.stop(force=True)                  # its requests in flight end unrecorded
 sends = [s for s in sent if s[0] != "/auth/login"]
 print(json.dumps({"sends": sends, "most_in_flight": in_flight["most"], "rate": user.schedule.rate,
                   "started": user.schedule.done, "connections": Burst.concurrency}))
@@ -144,7 +143,7 @@ class Sender(ArrivalRateSends, User):
 
 user = Sender(environment)
 user.start(Group())
-gevent.sleep(0.5)
+user.greenlet.join(timeout=5)          # ends when the StopUser stops it (or the test fails)
 print(json.dumps({**seen, "dead": user.greenlet.dead, "errors": errors}))
 '''
 
@@ -156,5 +155,5 @@ def test_a_sent_task_that_raises_stop_user_stops_its_user() -> None:
                             timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
-    # 0.5 s at 20/s would be ~10 sends without the stop.
+    # Without the stop the user would still run at the timeout: ~100 sends.
     assert outcome == {"sends": 3, "stopped": True, "dead": True, "errors": []}
