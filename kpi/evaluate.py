@@ -60,6 +60,9 @@ class Snapshot:
     samples: dict[str, list[float]] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
     values: dict[str, float] = field(default_factory=dict)
+    # metric -> (lo, hi): how far a value computed from short windows can be
+    # trusted (kpi/uncertainty.py); a bound inside it leaves the KPI undecided.
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -69,10 +72,19 @@ class Verdict:
     measured: float | None
     passed: bool
     note: str = ""
+    interval: tuple[float, float] | None = None
+    # The interval straddles the bound: this run cannot say pass or fail.
+    undecided: bool = False
 
     def to_json(self) -> dict:
         return {"metric": self.key, "threshold": self.expression, "measured": self.measured,
-                "passed": self.passed, "note": self.note}
+                "passed": self.passed, "note": self.note,
+                "interval": list(self.interval) if self.interval else None, "undecided": self.undecided}
+
+    @property
+    def result(self) -> str:
+        """The word the console, the KPIs tab and the report show."""
+        return "UNDECIDED" if self.undecided else ("PASS" if self.passed else "FAIL")
 
 
 def _matching(snapshot: Snapshot, threshold: Threshold) -> RequestSeries:
@@ -152,11 +164,27 @@ def evaluate(snapshot: Snapshot, thresholds: Thresholds) -> list[Verdict]:
             measured = measure(snapshot, threshold, expression)
             if measured is None:
                 verdicts.append(Verdict(threshold.key, expression.text, None, False, "no samples"))
-            else:
-                verdicts.append(Verdict(threshold.key, expression.text, round(measured, MEASURED_DECIMALS),
-                                        expression.holds(measured),
-                                        low_confidence(expression, sample_count(snapshot, threshold))))
+                continue
+            note = low_confidence(expression, sample_count(snapshot, threshold))
+            interval = snapshot.intervals.get(threshold.metric)
+            undecided = False
+            if interval is not None:
+                undecided = expression.holds(interval[0]) != expression.holds(interval[1])
+                note = "; ".join(filter(None, [note, interval_note(interval, undecided)]))
+            verdicts.append(Verdict(threshold.key, expression.text, round(measured, MEASURED_DECIMALS),
+                                    expression.holds(measured), note, interval, undecided))
     return verdicts
+
+
+def interval_note(interval: tuple[float, float], undecided: bool) -> str:
+    low, high = interval
+    return f"95 % interval {low:g}-{high:g}" + (": the bound is inside it, undecided" if undecided else "")
+
+
+def undecided_cause(verdicts: list[Verdict]) -> str:
+    """Why a run with undecided KPIs is INCONCLUSIVE ('' when none is)."""
+    return "; ".join(f"{v.key} {v.measured:g} ({interval_note(v.interval, False)}) is too close to "
+                     f"`{v.expression}` to decide in one run" for v in verdicts if v.undecided and v.interval)
 
 
 def measured_text(verdict: Verdict) -> str:
@@ -170,7 +198,7 @@ def measured_text(verdict: Verdict) -> str:
 def format_table(verdicts: list[Verdict]) -> str:
     rows = [("KPI", "threshold", "measured", "result")]
     for v in verdicts:
-        rows.append((v.key, v.expression, measured_text(v), "PASS" if v.passed else "FAIL"))
+        rows.append((v.key, v.expression, measured_text(v), v.result))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [" | ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) for row in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))

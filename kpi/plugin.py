@@ -39,7 +39,7 @@ from kpi.shapes import KpiLoadShape
 from kpi.target import loopback_error
 from kpi.tenants import NO_TENANT, TENANT_CONTEXT_KEY
 from kpi.thresholds import Thresholds, ThresholdsError, load
-from kpi.validity import cause
+from kpi.validity import breaches
 
 # Locustfiles written against the undivided plugin import these from here;
 # new code imports them from kpi.hooks / kpi.pacing (side-effect free).
@@ -194,7 +194,8 @@ def _sample_resources(environment: Any) -> None:
 def _abort_watch(environment: Any, thresholds: Thresholds) -> None:
     gevent.sleep(thresholds.warmup_s + thresholds.abort_delay_s)
     while environment.runner is not None and environment.runner.state not in ("stopped", "quitting"):
-        failed = [v for v in live.live_verdicts(thresholds) if not v.passed and v.measured is not None]
+        failed = [v for v in live.live_verdicts(thresholds)
+                  if not v.passed and not v.undecided and v.measured is not None]
         if failed:
             log.error("abort_on_fail: %s %s measured %s", failed[0].key, failed[0].expression, failed[0].measured)
             live.run.aborted = f"{failed[0].key} {failed[0].expression}"
@@ -258,7 +259,8 @@ def _judge(environment: Any) -> None:
     path = report.write(environment.apprun_report_dir, environment, run, collector, _stack is not None)
     verdict = run.verdict
     if verdict == "INCONCLUSIVE":
-        print(f"INCONCLUSIVE: the measurement exceeded its budget: {cause(run.validity)}")
+        reason = "the measurement exceeded its budget" if breaches(run.validity) else "a KPI is undecided"
+        print(f"INCONCLUSIVE: {reason}: {run.inconclusive_cause}")
     print(f"verdict: {verdict}  report: {path}")
     if verdict == "INCONCLUSIVE":
         environment.process_exit_code = EXIT_INCONCLUSIVE

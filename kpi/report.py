@@ -19,7 +19,7 @@ from kpi.baseline import Delta  # noqa: E402
 from kpi.collector import Collector  # noqa: E402
 from kpi.evaluate import histogram_percentile, measured_text  # noqa: E402
 from kpi.state import RunState  # noqa: E402
-from kpi.validity import cause  # noqa: E402
+from kpi.validity import breaches  # noqa: E402
 
 
 def _mark_window(ax: Any, window: tuple[int, int] | None, t0: float) -> None:
@@ -187,7 +187,7 @@ def write(report_dir: Path, environment, run: RunState, collector: Collector, em
     charts += _tenant_chart(report_dir, collector, run.judged_window, run.burst_window, run.noisy_tenant)
     data = {
         "verdict": run.verdict,
-        "inconclusive_cause": cause(run.validity) or None,
+        "inconclusive_cause": run.inconclusive_cause or None,
         "validity": [check.to_json() for check in run.validity],
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "target": environment.host,
@@ -234,16 +234,20 @@ def write(report_dir: Path, environment, run: RunState, collector: Collector, em
         "", "## KPIs", "", "| KPI | threshold | measured | result |", "|---|---|---|---|",
     ]
     for v in verdicts:
-        measured = measured_text(v)
-        lines.append(f"| {v.key} | `{v.expression}` | {measured} | {'PASS' if v.passed else '**FAIL**'} |")
+        result = v.result if v.result == "PASS" else f"**{v.result}**"
+        lines.append(f"| {v.key} | `{v.expression}` | {measured_text(v)} | {result} |")
     if run.deltas:
         lines += ["", f"### Against the baseline ({run.baseline_source})", "",
                   "| KPI | threshold | baseline | measured | change | regression limit |", "|---|---|---|---|---|---|"]
         lines += [f"| {d.metric} | `{d.threshold}` | {d.baseline} | {d.measured} | {_change(d)} | {_limit(d)} |"
                   for d in run.deltas]
     if data["inconclusive_cause"]:
-        lines += ["", (f"**INCONCLUSIVE**: the measurement exceeded its budget ({data['inconclusive_cause']}); "
-                       "the KPIs above are neither a pass nor a fail of the system under test.")]
+        if breaches(run.validity):
+            lines += ["", (f"**INCONCLUSIVE**: the measurement exceeded its budget ({data['inconclusive_cause']}); "
+                           "the KPIs above are neither a pass nor a fail of the system under test.")]
+        else:
+            lines += ["", (f"**INCONCLUSIVE**: a KPI is undecided ({data['inconclusive_cause']}); one run cannot "
+                           "say which side of its bound the system under test is on. The other KPIs are decided.")]
     if data["latency"]:
         lines += ["", "## Latency side by side (judged window, every request)", "",
                   "| metric | requests | p50 ms | p95 ms | p99 ms | max ms |", "|---|---|---|---|---|---|"]

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kpi.baseline import Delta, regressions
-from kpi.evaluate import Verdict
-from kpi.validity import ValidityCheck, breaches
+from kpi.evaluate import Verdict, undecided_cause
+from kpi.validity import ValidityCheck, breaches, cause
 
 
 @dataclass
@@ -49,11 +49,23 @@ class RunState:
     @property
     def verdict(self) -> str:
         """One word for the whole run: INCONCLUSIVE (a validity budget was
-        exceeded) whatever the KPIs say, else FAIL (a KPI missed, or worse
-        than the baseline beyond a regression: limit) or PASS."""
+        exceeded) whatever the KPIs say, else FAIL (a KPI missed beyond its
+        interval, or worse than the baseline beyond a regression: limit),
+        else INCONCLUSIVE (a KPI's interval holds its bound: kpi/uncertainty.py),
+        else PASS."""
         if breaches(self.validity):
             return "INCONCLUSIVE"
-        return "PASS" if all(v.passed for v in self.verdicts) and not regressions(self.deltas) else "FAIL"
+        if any(not v.passed and not v.undecided for v in self.verdicts) or regressions(self.deltas):
+            return "FAIL"
+        return "INCONCLUSIVE" if any(v.undecided for v in self.verdicts) else "PASS"
+
+    @property
+    def inconclusive_cause(self) -> str:
+        """Why the verdict is INCONCLUSIVE ('' when it is not): the budget
+        the measurement exceeded, else the KPIs too close to their bounds."""
+        if self.verdict != "INCONCLUSIVE":
+            return ""
+        return cause(self.validity) if breaches(self.validity) else undecided_cause(self.verdicts)
 
     def reset_stats(self, now: float | None = None) -> None:
         """Locust's "Reset stats": the KPIs are judged again from here (warm-up included)."""

@@ -39,6 +39,8 @@ TENANT_CONTEXT_KEY = "apprun_tenant"
 REFUSED_COUNTER = "http_429"
 NO_TENANT = ""
 BEFORE, BURST, AFTER = "before", "burst", "after"
+#: The fairness KPI: the worst quiet tenant's p95 during the burst over before it.
+RATIO_METRIC = "tenant_p95_ratio"
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,7 @@ def fairness_values(rows: list[dict], noisy: NoisyRun) -> dict[str, float]:
               "noisy_429": float(sum(row["refused_429"] for row in rows if row["role"] == "noisy"))}
     ratios = [row.get("p95_ratio") for row in quiet]
     if quiet and all(ratio is not None for ratio in ratios):
-        values["tenant_p95_ratio"] = max(ratios)  # type: ignore[type-var]
+        values[RATIO_METRIC] = max(ratios)  # type: ignore[type-var]
     multiple = next((burst_reached(row) for row in rows if row["role"] == "noisy"), None)
     if multiple is not None:
         values["burst_reached"] = multiple

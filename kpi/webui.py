@@ -23,7 +23,7 @@ KPI_TAB_KEY = "apprun-kpis"
 # Locust's runner states (locust.runners.STATE_INIT / STATE_SPAWNING), as
 # strings: importing Locust here would monkey-patch the unit tests' process.
 STATE_INIT, STATE_SPAWNING = "ready", "spawning"
-RESULTS = ("PASS", "FAIL", "INCONCLUSIVE")
+RESULTS = ("PASS", "FAIL", "UNDECIDED", "INCONCLUSIVE")
 TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
                                autoescape=jinja2.select_autoescape(["html"]))
 
@@ -41,9 +41,9 @@ def tab_rows(verdicts: list[Verdict], thresholds: Thresholds, run: RunState,
     for v in verdicts:
         delta = changes.get((v.key, v.expression))
         measured = measured_text(v) + (f"; {delta.describe()}" if delta is not None else "")
-        passed = v.passed and not (delta is not None and delta.regressed)
+        regressed = delta is not None and delta.regressed
         rows.append({"kpi": v.key, "threshold": v.expression, "measured": measured,
-                     "result": "PASS" if passed else "FAIL"})
+                     "result": "FAIL" if regressed else v.result})
     for row in tenant_rows or []:
         rows.append({"kpi": f"(tenant {row['tenant']})", "result": "",
                      "threshold": f"{row['role']} tenant" if row["role"] else "per tenant, not judged",

@@ -17,8 +17,9 @@ from kpi.evaluate import (
     histogram_percentile,
 )
 from kpi.sampler import ResourceSample
-from kpi.tenants import NoisyRun, fairness_values, tenant_rows
+from kpi.tenants import RATIO_METRIC, NoisyRun, fairness_values, tenant_rows
 from kpi.thresholds import Thresholds
+from kpi.uncertainty import worst_ratio_interval
 from kpi.validity import ValidityCheck, breaches, cause, judge
 
 PREFLIGHT_METRICS = ("auth_checks_per_s", "wasm_cold_start_ms", "wasm_hot_us", "wasm_invoke_ms")
@@ -67,8 +68,31 @@ def snapshot_between(figures: RunFigures, start_s: int, end_s: int) -> Snapshot:
     for counter in COUNTERS:
         snapshot.counters.setdefault(counter, 0)
     if figures.noisy is not None:
-        snapshot.values.update(fairness_values(tenant_table(figures, start_s, end_s, snapshot), figures.noisy))
+        rows = tenant_table(figures, start_s, end_s, snapshot)
+        snapshot.values.update(fairness_values(rows, figures.noisy))
+        interval = ratio_interval(figures, start_s, end_s, [row["tenant"] for row in rows if row["role"] == "quiet"])
+        if RATIO_METRIC in snapshot.values and interval is not None:
+            snapshot.intervals[RATIO_METRIC] = interval
     return snapshot
+
+
+def ratio_interval(figures: RunFigures, start_s: int, end_s: int, quiet: list[str]) -> tuple[float, float] | None:
+    """The interval of ``tenant_p95_ratio`` (kpi/uncertainty.py) over the same
+    seconds as its value: the judged window's seconds before the burst, and
+    the burst's seconds within it."""
+    noisy = figures.noisy
+    if noisy is None or noisy.burst is None or not quiet:
+        return None
+    burst_start, burst_end = noisy.burst
+    before_seconds = list(range(start_s, min(burst_start, end_s)))
+    during_seconds = list(range(burst_start, min(burst_end, end_s)))
+    per_second = figures.collector.per_second_by_tenant()
+    windows = []
+    for tenant in quiet:
+        seconds = dict(per_second.get(tenant, []))
+        windows.append(({second: seconds[second] for second in before_seconds if second in seconds},
+                        {second: seconds[second] for second in during_seconds if second in seconds}))
+    return worst_ratio_interval(windows, before_seconds, during_seconds)
 
 
 def tenant_table(figures: RunFigures, start_s: int, end_s: int, judged: Snapshot | None = None) -> list[dict]:

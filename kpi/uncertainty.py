@@ -1,0 +1,94 @@
+"""How far one run's ratio of two windowed p95s can be trusted.
+
+``tenant_p95_ratio`` divides a quiet tenant's p95 during the burst (20 s
+by default) by its p95 before it (10 s).  On a shared 2-core machine a
+few seconds of the machine's own noise in either window move that ratio
+as much as the burst does: on the night of 2026-11-24 the same code read
+1.85-2.97 in eight runs, and two of its three passes came from a "before"
+window with several slow seconds in it, which raised the denominator.
+
+So the ratio gets an interval: a block bootstrap over whole seconds.  Each
+resample draws, with replacement, as many seconds as each window has, from
+that window's seconds, and takes the ratio of the resampled windows' p95s.
+A second is the block because the machine's noise comes in runs of
+seconds, not request by request: resampling requests would call a window
+with three slow seconds precise.  The same draw of seconds serves every
+quiet tenant, so the interval of the worst ratio keeps their common
+moments together.  The draw is seeded: the same run gives the same
+interval.
+
+The gate (kpi/evaluate.py) calls a KPI whose interval straddles its bound
+undecided, and the run INCONCLUSIVE rather than PASS or FAIL on noise.
+
+Pure, numpy only; no Locust.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from kpi.percentiles import MEASURED_DECIMALS
+
+#: Resamples of the bootstrap: the 2.5th and 97.5th of 2,000 ratios move by
+#: about 1 % between seeds, finer than the ratios a gate compares.
+RESAMPLES = 2000
+#: The interval's coverage: the middle 95 % of the resampled ratios.
+LEVEL = 0.95
+#: Fewer seconds than this in either window give no interval: a handful of
+#: seconds resampled says nothing about the next handful.
+MIN_SECONDS = 5
+SEED = 20261125
+
+#: One window of one tenant: second -> service-time histogram {ms: count}.
+Window = Mapping[int, Mapping[float, int]]
+
+
+def _matrix(window: Window, seconds: Sequence[int], columns: Mapping[float, int]) -> np.ndarray:
+    """seconds x values counts; a second without requests is a row of zeros."""
+    counts = np.zeros((len(seconds), len(columns)))
+    for row, second in enumerate(seconds):
+        for value, count in window.get(second, {}).items():
+            counts[row, columns[value]] += count
+    return counts
+
+
+def _percentiles(counts: np.ndarray, values: np.ndarray, percentile: float) -> np.ndarray:
+    """Per row of resampled counts, the value at ``percentile`` by the same
+    rule as kpi.percentiles.histogram_percentile (the first value whose
+    cumulative count reaches ceil(total * p / 100)); NaN for an empty row."""
+    cumulative = np.cumsum(counts, axis=1)
+    totals = cumulative[:, -1]
+    ranks = np.ceil(totals * percentile / 100.0)
+    positions = (cumulative < ranks[:, None]).sum(axis=1)
+    found = values[np.minimum(positions, len(values) - 1)]
+    return np.where(totals > 0, found, np.nan)
+
+
+def worst_ratio_interval(tenants: Sequence[tuple[Window, Window]], before_seconds: Sequence[int],
+                         during_seconds: Sequence[int], percentile: float = 95.0,
+                         resamples: int = RESAMPLES, seed: int = SEED) -> tuple[float, float] | None:
+    """The interval (lo, hi) of the worst tenant's p95 during over p95 before,
+    from ``tenants`` = [(before window, during window)] over the given seconds;
+    None with too few seconds, or when a resample leaves a tenant no request."""
+    if not tenants or len(before_seconds) < MIN_SECONDS or len(during_seconds) < MIN_SECONDS:
+        return None
+    rng = np.random.default_rng(seed)
+    # How often each second is drawn, per resample: one draw for all tenants.
+    draw_before = rng.multinomial(len(before_seconds), [1 / len(before_seconds)] * len(before_seconds), resamples)
+    draw_during = rng.multinomial(len(during_seconds), [1 / len(during_seconds)] * len(during_seconds), resamples)
+    worst = np.full(resamples, -np.inf)
+    for before, during in tenants:
+        values = sorted({value for window in (before, during) for histogram in window.values() for value in histogram})
+        if not values:
+            return None
+        columns = {value: index for index, value in enumerate(values)}
+        axis = np.array(values)
+        p_before = _percentiles(draw_before @ _matrix(before, before_seconds, columns), axis, percentile)
+        p_during = _percentiles(draw_during @ _matrix(during, during_seconds, columns), axis, percentile)
+        if np.isnan(p_before).any() or np.isnan(p_during).any() or (p_before <= 0).any():
+            return None
+        worst = np.maximum(worst, p_during / p_before)
+    tail = (1 - LEVEL) / 2 * 100
+    low, high = np.percentile(worst, [tail, 100 - tail])
+    return round(float(low), MEASURED_DECIMALS), round(float(high), MEASURED_DECIMALS)
