@@ -26,6 +26,26 @@ def test_tab_rows_show_results_the_preflight_and_the_thresholds_file() -> None:
     assert [r["kpi"] for r in tab_rows([], thresholds, run)] == ["(thresholds file)"]
 
 
+def test_an_undecided_kpi_shows_its_interval_and_the_word_the_tab_colours() -> None:
+    """kpi/uncertainty.py: the tab says UNDECIDED (coloured like INCONCLUSIVE
+    by the injected script, which colours every word of RESULTS), and the
+    interval stands with the figure; a decided failure stays FAIL."""
+    from kpi.webui import RESULTS, TEMPLATES
+
+    thresholds = parse({"metrics": {"tenant_p95_ratio": ["value < 2"]}}, "t.yaml")
+    undecided = Verdict("tenant_p95_ratio", "value < 2", 2.165, False,
+                        "95 % interval 1.776-2.692: the bound is inside it, undecided", (1.776, 2.692), True)
+    failed = Verdict("tenant_p95_ratio", "value < 2", 2.8, False, "95 % interval 2.3-3.4", (2.3, 3.4))
+    rows = tab_rows([undecided, failed], thresholds, RunState())
+    assert [(r["result"], r["measured"]) for r in rows[:2]] == [
+        ("UNDECIDED", "2.165 (95 % interval 1.776-2.692: the bound is inside it, undecided)"),
+        ("FAIL", "2.8 (95 % interval 2.3-3.4)")]
+    script = TEMPLATES.get_template("locust_ui_extra.html").render(results=list(RESULTS), profile_note="")
+    assert "UNDECIDED" in RESULTS and "td.apprun-UNDECIDED" in script
+    page = TEMPLATES.get_template("kpi.html").render(verdicts=[undecided], source="t.yaml", thresholds_text="")
+    assert '<td class="UNDECIDED">UNDECIDED</td>' in page and "1.776-2.692" in page
+
+
 def test_reset_stats_restarts_the_judged_window_and_forgets_stress_steps() -> None:
     run = RunState()
     run.begin_run(now=100.0)
