@@ -21,6 +21,11 @@ class Collector:
         # the tenant tag and the method have no spaces, the tenant may be "")
         self.buckets: dict[int, dict[str, list[Any]]] = {}
         self.counters: dict[int, dict[str, int]] = {}
+        # Grows with every request recorded or merged: whoever keeps a figure
+        # computed from the buckets knows when it is stale (kpi/windows.py).
+        self.request_count = 0
+        # (question, answer) of the last ratio interval (kpi/windows.py's ratio_interval).
+        self.last_interval: tuple[Any, Any] | None = None
         # second -> {"gauge|where": [values]}: the generator's own figures (kpi/validity.py)
         self.gauges: dict[int, dict[str, list[float]]] = {}
         self._lock = threading.Lock()
@@ -33,6 +38,7 @@ class Collector:
         key = request_key(tenant, method, name)
         latency = response_time_ms if latency_ms is None else latency_ms
         with self._lock:
+            self.request_count += 1
             entry = self.buckets.setdefault(second, {}).setdefault(key, [{}, 0, {}])
             _add(entry[0], str(histogram.bucket(response_time_ms)), 1)
             _add(entry[2], str(histogram.bucket(latency)), 1)
@@ -74,6 +80,7 @@ class Collector:
         """Add a worker's drain: bucket counts, failures and counters are
         summed, so the master's figures are exact."""
         with self._lock:
+            self.request_count += 1
             for second, entries in data.get("buckets", {}).items():
                 bucket = self.buckets.setdefault(int(second), {})
                 for key, (durations, failures, latencies) in entries.items():
@@ -129,12 +136,16 @@ class Collector:
                              histogram.values(latencies)))
         return rows
 
-    def per_second_by_tenant(self) -> dict[str, list[tuple[int, dict[float, int]]]]:
+    def per_second_by_tenant(self, start_s: int | None = None,
+                             end_s: int | None = None) -> dict[str, list[tuple[int, dict[float, int]]]]:
         """tenant -> [(second, service-time histogram {ms: count})] in time
-        order, for the report's per-tenant chart."""
+        order, for the report's per-tenant chart; with ``start_s`` and
+        ``end_s``, the seconds in [start_s, end_s) only."""
         by_tenant: dict[str, dict[int, dict[str, int]]] = {}
         with self._lock:
             for second, entries in self.buckets.items():
+                if (start_s is not None and second < start_s) or (end_s is not None and second >= end_s):
+                    continue
                 for key, (durations, _failures, _latencies) in entries.items():
                     merged = by_tenant.setdefault(split_key(key)[2], {}).setdefault(second, {})
                     for index, count in durations.items():

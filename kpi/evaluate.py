@@ -62,7 +62,8 @@ class Snapshot:
     values: dict[str, float] = field(default_factory=dict)
     # metric -> (lo, hi): how far a value computed from short windows can be
     # trusted (kpi/uncertainty.py); a bound inside it leaves the KPI undecided.
-    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # None: the metric has intervals, but this window gives none.
+    intervals: dict[str, tuple[float, float] | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -169,11 +170,20 @@ def evaluate(snapshot: Snapshot, thresholds: Thresholds) -> list[Verdict]:
             interval = snapshot.intervals.get(threshold.metric)
             undecided = False
             if interval is not None:
-                undecided = expression.holds(interval[0]) != expression.holds(interval[1])
+                # Undecided when the bound splits the interval's ends or the
+                # figure from either end (``==`` holds inside, not at the ends).
+                undecided = len({expression.holds(interval[0]), expression.holds(measured),
+                                 expression.holds(interval[1])}) > 1
                 note = "; ".join(filter(None, [note, interval_note(interval, undecided)]))
+            elif threshold.metric in snapshot.intervals:
+                note = "; ".join(filter(None, [note, NO_INTERVAL]))
             verdicts.append(Verdict(threshold.key, expression.text, round(measured, MEASURED_DECIMALS),
                                     expression.holds(measured), note, interval, undecided))
     return verdicts
+
+
+#: The note of a figure that has intervals but got none (kpi/uncertainty.py).
+NO_INTERVAL = "no 95 % interval (under 5 s in a window, or too few requests): judged on this figure alone"
 
 
 def interval_note(interval: tuple[float, float], undecided: bool) -> str:

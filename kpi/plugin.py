@@ -194,8 +194,7 @@ def _sample_resources(environment: Any) -> None:
 def _abort_watch(environment: Any, thresholds: Thresholds) -> None:
     gevent.sleep(thresholds.warmup_s + thresholds.abort_delay_s)
     while environment.runner is not None and environment.runner.state not in ("stopped", "quitting"):
-        failed = [v for v in live.live_verdicts(thresholds)
-                  if not v.passed and not v.undecided and v.measured is not None]
+        failed = live.decided_failures(live.live_verdicts(thresholds))
         if failed:
             log.error("abort_on_fail: %s %s measured %s", failed[0].key, failed[0].expression, failed[0].measured)
             live.run.aborted = f"{failed[0].key} {failed[0].expression}"

@@ -19,6 +19,7 @@ from kpi.baseline import Delta  # noqa: E402
 from kpi.collector import Collector  # noqa: E402
 from kpi.evaluate import histogram_percentile, measured_text  # noqa: E402
 from kpi.state import RunState  # noqa: E402
+from kpi.tenants import UNTAGGED  # noqa: E402
 from kpi.validity import breaches  # noqa: E402
 
 
@@ -32,7 +33,7 @@ def _tenant_chart(report_dir: Path, collector: Collector, window: tuple[int, int
                   burst: list[int] | None, noisy_tenant: str | None) -> list[str]:
     """Each tenant's p95 service time per second, the burst shaded: in the
     noisy profile the quiet tenants' lines should not move with it."""
-    by_tenant = {tenant or "(none)": rows for tenant, rows in collector.per_second_by_tenant().items()}
+    by_tenant = {tenant or UNTAGGED: rows for tenant, rows in collector.per_second_by_tenant().items()}
     if not by_tenant:
         return []
     t0 = min(rows[0][0] for rows in by_tenant.values())

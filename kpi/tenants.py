@@ -38,6 +38,8 @@ TENANT_CONTEXT_KEY = "apprun_tenant"
 #: Counter of a tenant's 429 answers: "http_429|tenant-2".
 REFUSED_COUNTER = "http_429"
 NO_TENANT = ""
+#: How a row names the requests without a tenant tag.
+UNTAGGED = "(none)"
 BEFORE, BURST, AFTER = "before", "burst", "after"
 #: The fairness KPI: the worst quiet tenant's p95 during the burst over before it.
 RATIO_METRIC = "tenant_p95_ratio"
@@ -67,6 +69,11 @@ def by_tenant(snapshot: Snapshot) -> dict[str, RequestSeries]:
     for (_method, _name, tenant), series in snapshot.requests.items():
         merged.setdefault(tenant, RequestSeries()).merge(series)
     return merged
+
+
+def tenant_key(row_name: str) -> str:
+    """The tenant tag a row's name stands for (the untagged row's is "")."""
+    return NO_TENANT if row_name == UNTAGGED else row_name
 
 
 def _rounded(value: float | None) -> float | None:
@@ -103,7 +110,7 @@ def tenant_rows(judged: Snapshot, counters: Mapping[str, int], noisy: NoisyRun |
     for tenant in sorted(set(series) | set(refused)):
         current = series.get(tenant, RequestSeries())
         row: dict = {
-            "tenant": tenant or "(none)",
+            "tenant": tenant or UNTAGGED,
             "role": "" if noisy is None else ("noisy" if tenant == noisy.tenant else "quiet"),
             "requests": current.count,
             "failures": current.failures,

@@ -38,6 +38,9 @@ LEVEL = 0.95
 #: Fewer seconds than this in either window give no interval: a handful of
 #: seconds resampled says nothing about the next handful.
 MIN_SECONDS = 5
+#: The share of resamples that must have a ratio (a request from every
+#: quiet tenant in both windows) for the interval to say anything.
+MIN_KEPT = 0.9
 SEED = 20261125
 
 #: One window of one tenant: second -> service-time histogram {ms: count}.
@@ -69,15 +72,25 @@ def worst_ratio_interval(tenants: Sequence[tuple[Window, Window]], before_second
                          during_seconds: Sequence[int], percentile: float = 95.0,
                          resamples: int = RESAMPLES, seed: int = SEED) -> tuple[float, float] | None:
     """The interval (lo, hi) of the worst tenant's p95 during over p95 before,
-    from ``tenants`` = [(before window, during window)] over the given seconds;
-    None with too few seconds, or when a resample leaves a tenant no request."""
+    from ``tenants`` = [(before window, during window)] over the given seconds.
+
+    A resample that leaves a tenant no request in a window has no ratio and
+    is dropped.  None (no interval) with fewer than MIN_SECONDS in a window,
+    a tenant with no request at all, or fewer than MIN_KEPT of the resamples
+    left.  The interval always holds the ratio of the run itself (the draw
+    that takes each second once): a percentile interval of a skewed worst-of
+    can lie beside it, and the gate must not call a KPI decided on one side
+    of its bound while its own figure is on the other."""
     if not tenants or len(before_seconds) < MIN_SECONDS or len(during_seconds) < MIN_SECONDS:
         return None
     rng = np.random.default_rng(seed)
     # How often each second is drawn, per resample: one draw for all tenants.
-    draw_before = rng.multinomial(len(before_seconds), [1 / len(before_seconds)] * len(before_seconds), resamples)
-    draw_during = rng.multinomial(len(during_seconds), [1 / len(during_seconds)] * len(during_seconds), resamples)
-    worst = np.full(resamples, -np.inf)
+    # Row 0 is the run itself: each second once.
+    draw_before = np.vstack([np.ones(len(before_seconds)), rng.multinomial(
+        len(before_seconds), [1 / len(before_seconds)] * len(before_seconds), resamples)])
+    draw_during = np.vstack([np.ones(len(during_seconds)), rng.multinomial(
+        len(during_seconds), [1 / len(during_seconds)] * len(during_seconds), resamples)])
+    worst = np.full(resamples + 1, -np.inf)
     for before, during in tenants:
         values = sorted({value for window in (before, during) for histogram in window.values() for value in histogram})
         if not values:
@@ -86,9 +99,15 @@ def worst_ratio_interval(tenants: Sequence[tuple[Window, Window]], before_second
         axis = np.array(values)
         p_before = _percentiles(draw_before @ _matrix(before, before_seconds, columns), axis, percentile)
         p_during = _percentiles(draw_during @ _matrix(during, during_seconds, columns), axis, percentile)
-        if np.isnan(p_before).any() or np.isnan(p_during).any() or (p_before <= 0).any():
-            return None
-        worst = np.maximum(worst, p_during / p_before)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(p_before > 0, p_during / p_before, np.nan)
+        worst = np.maximum(worst, ratio)          # NaN (no ratio) stays NaN
+    if np.isnan(worst[0]):
+        return None
+    kept = worst[1:][~np.isnan(worst[1:])]
+    if len(kept) < MIN_KEPT * resamples:
+        return None
     tail = (1 - LEVEL) / 2 * 100
-    low, high = np.percentile(worst, [tail, 100 - tail])
+    low, high = np.percentile(kept, [tail, 100 - tail])
+    low, high = min(low, worst[0]), max(high, worst[0])
     return round(float(low), MEASURED_DECIMALS), round(float(high), MEASURED_DECIMALS)

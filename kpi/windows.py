@@ -17,7 +17,7 @@ from kpi.evaluate import (
     histogram_percentile,
 )
 from kpi.sampler import ResourceSample
-from kpi.tenants import RATIO_METRIC, NoisyRun, fairness_values, tenant_rows
+from kpi.tenants import RATIO_METRIC, NoisyRun, fairness_values, tenant_key, tenant_rows
 from kpi.thresholds import Thresholds
 from kpi.uncertainty import worst_ratio_interval
 from kpi.validity import ValidityCheck, breaches, cause, judge
@@ -70,29 +70,38 @@ def snapshot_between(figures: RunFigures, start_s: int, end_s: int) -> Snapshot:
     if figures.noisy is not None:
         rows = tenant_table(figures, start_s, end_s, snapshot)
         snapshot.values.update(fairness_values(rows, figures.noisy))
-        interval = ratio_interval(figures, start_s, end_s, [row["tenant"] for row in rows if row["role"] == "quiet"])
-        if RATIO_METRIC in snapshot.values and interval is not None:
-            snapshot.intervals[RATIO_METRIC] = interval
+        if RATIO_METRIC in snapshot.values:
+            quiet = tuple(tenant_key(row["tenant"]) for row in rows if row["role"] == "quiet")
+            snapshot.intervals[RATIO_METRIC] = ratio_interval(figures, start_s, end_s, quiet)
     return snapshot
 
 
-def ratio_interval(figures: RunFigures, start_s: int, end_s: int, quiet: list[str]) -> tuple[float, float] | None:
+def ratio_interval(figures: RunFigures, start_s: int, end_s: int,
+                   quiet: tuple[str, ...]) -> tuple[float, float] | None:
     """The interval of ``tenant_p95_ratio`` (kpi/uncertainty.py) over the same
     seconds as its value: the judged window's seconds before the burst, and
-    the burst's seconds within it."""
+    the burst's seconds within it.  Once the load has stopped these seconds
+    no longer change, so the last answer is kept for the same question (the
+    web UI asks every 2 s; a bootstrap costs tens of ms on the event loop)."""
     noisy = figures.noisy
     if noisy is None or noisy.burst is None or not quiet:
         return None
     burst_start, burst_end = noisy.burst
     before_seconds = list(range(start_s, min(burst_start, end_s)))
     during_seconds = list(range(burst_start, min(burst_end, end_s)))
-    per_second = figures.collector.per_second_by_tenant()
+    collector = figures.collector
+    key = (start_s, end_s, noisy.burst, quiet, collector.request_count)
+    if collector.last_interval is not None and collector.last_interval[0] == key:
+        return collector.last_interval[1]
+    per_second = collector.per_second_by_tenant(start_s, end_s)
     windows = []
     for tenant in quiet:
         seconds = dict(per_second.get(tenant, []))
         windows.append(({second: seconds[second] for second in before_seconds if second in seconds},
                         {second: seconds[second] for second in during_seconds if second in seconds}))
-    return worst_ratio_interval(windows, before_seconds, during_seconds)
+    interval = worst_ratio_interval(windows, before_seconds, during_seconds)
+    collector.last_interval = (key, interval)
+    return interval
 
 
 def tenant_table(figures: RunFigures, start_s: int, end_s: int, judged: Snapshot | None = None) -> list[dict]:
@@ -112,7 +121,7 @@ def tenant_table(figures: RunFigures, start_s: int, end_s: int, judged: Snapshot
             during = collector.snapshot(burst_start, min(burst_end, end_s))
             burst_seconds = {tenant: {second: sum(durations.values()) for second, durations in seconds
                                       if burst_start <= second < min(burst_end, end_s)}
-                             for tenant, seconds in collector.per_second_by_tenant().items()}
+                             for tenant, seconds in collector.per_second_by_tenant(burst_start, end_s).items()}
     return tenant_rows(judged, judged.counters, noisy, before, during, burst_seconds)
 
 

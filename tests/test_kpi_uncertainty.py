@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from kpi.collector import Collector
-from kpi.evaluate import Snapshot, evaluate, format_table
+from kpi.evaluate import NO_INTERVAL, Snapshot, evaluate, format_table
+from kpi.live import decided_failures
 from kpi.state import RunState
 from kpi.tenants import NoisyRun
 from kpi.thresholds import parse
@@ -141,3 +142,103 @@ def test_the_noisy_runs_snapshot_carries_the_interval_of_its_ratio() -> None:
     assert low <= snapshot.values["tenant_p95_ratio"] <= high and low < high
     (kpi,) = evaluate(snapshot, parse(RATIO_KPI))
     assert kpi.interval == (low, high)
+
+
+def test_the_bootstrap_reads_a_percentile_as_the_gate_does() -> None:
+    """The draw that takes each second once is the run itself: its p95s are
+    kpi.percentiles.histogram_percentile's, for any histograms."""
+    import random
+
+    import numpy as np
+
+    from kpi.percentiles import histogram_percentile
+    from kpi.uncertainty import _percentiles
+
+    rng = random.Random(7)
+    for _ in range(200):
+        histogram = {round(rng.uniform(0.5, 50), 2): rng.randint(1, 30) for _ in range(rng.randint(1, 40))}
+        values = sorted(histogram)
+        counts = np.array([[histogram[v] for v in values]], dtype=float)
+        for percentile in (50, 95, 99, 100):
+            assert _percentiles(counts, np.array(values), percentile)[0] == histogram_percentile(histogram, percentile)
+
+
+def test_the_interval_holds_the_runs_own_ratio_and_survives_sparse_seconds() -> None:
+    """A worst-of percentile interval can lie beside the figure; it is
+    widened to hold it.  A tenant with requests in only 4 of 10 seconds
+    leaves some draws without a ratio: those are dropped, not the interval."""
+    calm = (seconds(BEFORE, spread=1), seconds(DURING, default_ms=3.3, spread=1))
+    sparse_before = {second: histogram for second, histogram in seconds(BEFORE, default_ms=4).items() if second < 1004}
+    sparse = (sparse_before, seconds(DURING, {1012: 15}, default_ms=6, spread=2))
+    for windows in ([calm, sparse], [sparse]):
+        point = max(_p95(during) / _p95(before) for before, during in windows)
+        low, high = worst_ratio_interval(windows, list(BEFORE), list(DURING))
+        assert low <= round(point, 3) <= high
+
+
+def _p95(window: dict[int, dict[float, int]]) -> float:
+    from kpi.percentiles import histogram_percentile
+
+    merged: dict[float, int] = {}
+    for histogram in window.values():
+        for value, count in histogram.items():
+            merged[value] = merged.get(value, 0) + count
+    return histogram_percentile(merged, 95)
+
+
+@pytest.mark.parametrize(("expression", "ratio", "interval", "undecided"), [
+    ("value < 2", 1.9, (2.1, 5.4), True),       # the figure on one side, the whole interval on the other
+    ("value == 2", 2.0, (1.5, 2.5), True),      # holds inside, not at the ends
+    ("value > 1", 2.0, (1.5, 2.5), False),
+    ("value >= 3", 2.0, (2.9, 3.2), True),
+])
+def test_the_bound_must_leave_the_figure_and_both_ends_on_one_side(expression: str, ratio: float,
+                                                                 interval: tuple[float, float],
+                                                                 undecided: bool) -> None:
+    (kpi,) = evaluate(snapshot_with(ratio, interval), parse({"metrics": {"tenant_p95_ratio": [expression]}}))
+    assert kpi.undecided is undecided
+
+
+def test_a_ratio_that_gets_no_interval_says_so_and_is_judged_on_its_figure() -> None:
+    snapshot = Snapshot(duration_s=30, values={"tenant_p95_ratio": 2.5}, intervals={"tenant_p95_ratio": None})
+    (kpi,) = evaluate(snapshot, parse(RATIO_KPI))
+    assert (kpi.result, kpi.interval, kpi.note) == ("FAIL", None, NO_INTERVAL)
+    assert decided_failures([kpi]) == []               # abort_on_fail waits for its interval
+    decided = evaluate(snapshot_with(2.8, (2.3, 3.4)), parse(RATIO_KPI))
+    assert decided_failures(decided) == decided
+    assert decided_failures(evaluate(snapshot_with(2.3, (1.7, 3.0)), parse(RATIO_KPI))) == []
+
+
+@pytest.mark.parametrize("end_s", [1020, 1030, 1035])
+def test_the_interval_rests_on_the_seconds_of_the_ratio(end_s: int) -> None:
+    """Before: [start_s, burst start); during: [burst start, min(burst end,
+    end_s)): mid-burst (live), at its end, and after it."""
+    before = seconds(BEFORE, {1002: 5}, spread=1)
+    during = seconds(range(1010, 1035), {1012: 15, 1031: 30, 1033: 40}, default_ms=6, spread=2)
+    snapshot = snapshot_between(RunFigures(collector_of(before, during), noisy=NoisyRun("tenant-2", (1010, 1030))),
+                                1000, end_s)
+    burst_seconds = list(range(1010, min(1030, end_s)))
+    expected = worst_ratio_interval([(collector_seconds(before), collector_seconds(
+        {second: during[second] for second in burst_seconds}))], list(BEFORE), burst_seconds)
+    assert snapshot.intervals["tenant_p95_ratio"] == expected is not None
+
+
+def collector_seconds(window: dict[int, dict[float, int]]) -> dict[int, dict[float, int]]:
+    """A window as the collector gives it back: each value read back from its bucket."""
+    from kpi import histogram
+
+    read_back: dict[int, dict[float, int]] = {}
+    for second, counts in window.items():
+        for value, count in counts.items():
+            key = histogram.bucket_value(histogram.bucket(value))
+            read_back.setdefault(second, {})[key] = read_back.get(second, {}).get(key, 0) + count
+    return read_back
+
+
+def test_untagged_quiet_requests_get_an_interval_too() -> None:
+    collector = collector_of(seconds(BEFORE, spread=1), seconds(DURING, default_ms=6, spread=1))
+    for second in list(BEFORE) + list(DURING):
+        for _ in range(20):
+            collector.request(second, "GET", "/healthz", 2.0, False)          # no tenant tag: row "(none)"
+    snapshot = snapshot_between(RunFigures(collector, noisy=NoisyRun("tenant-2", (1010, 1030))), 1000, 1030)
+    assert snapshot.intervals["tenant_p95_ratio"] is not None
