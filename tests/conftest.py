@@ -3,6 +3,7 @@ gateway) per test session, in a private state directory on free ports."""
 from __future__ import annotations
 
 import json
+import random
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,8 +28,40 @@ TENANT_2 = "22222222-2222-2222-2222-222222222222"
 NO_FUNCTION_POOLING = {"function_pooling": False}
 
 
+#: Ports free_port has handed out in this session: never twice.
+_HANDED_OUT: set[int] = set()
+#: Where free_port looks, below the kernel's ephemeral range.
+LOWEST_TEST_PORT = 10000
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A free loopback port below the kernel's ephemeral range.  A port the
+    kernel hands out for bind(0) comes from that range, and so does the local
+    port of every outgoing connection: between this call and the service's
+    own bind, PostgreSQL, Temporal or the worker could connect from it, and
+    the stack then refused it as in use (a CI run, 2026-11-25).  Below the
+    range no outgoing connection takes it."""
+    low = _ephemeral_low()
+    candidates = random.Random()
+    for _ in range(1000):
+        port = candidates.randrange(LOWEST_TEST_PORT, max(low, LOWEST_TEST_PORT + 1))
+        if port in _HANDED_OUT or port >= low:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:     # in use (or in TIME_WAIT)
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    with socket.socket() as sock:     # no room below the range: the kernel's choice
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
