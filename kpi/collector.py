@@ -21,9 +21,10 @@ class Collector:
         # the tenant tag and the method have no spaces, the tenant may be "")
         self.buckets: dict[int, dict[str, list[Any]]] = {}
         self.counters: dict[int, dict[str, int]] = {}
-        # Grows with every request recorded or merged: whoever keeps a figure
-        # computed from the buckets knows when it is stale (kpi/windows.py).
-        self.request_count = 0
+        # Grows with every request recorded and every worker's drain merged:
+        # whoever keeps a figure computed from the buckets knows when it is
+        # stale (kpi/windows.py).  A change count, not a request count.
+        self.changes = 0
         # (question, answer) of the last ratio interval (kpi/windows.py's ratio_interval).
         self.last_interval: tuple[Any, Any] | None = None
         # second -> {"gauge|where": [values]}: the generator's own figures (kpi/validity.py)
@@ -38,7 +39,7 @@ class Collector:
         key = request_key(tenant, method, name)
         latency = response_time_ms if latency_ms is None else latency_ms
         with self._lock:
-            self.request_count += 1
+            self.changes += 1
             entry = self.buckets.setdefault(second, {}).setdefault(key, [{}, 0, {}])
             _add(entry[0], str(histogram.bucket(response_time_ms)), 1)
             _add(entry[2], str(histogram.bucket(latency)), 1)
@@ -80,7 +81,7 @@ class Collector:
         """Add a worker's drain: bucket counts, failures and counters are
         summed, so the master's figures are exact."""
         with self._lock:
-            self.request_count += 1
+            self.changes += 1
             for second, entries in data.get("buckets", {}).items():
                 bucket = self.buckets.setdefault(int(second), {})
                 for key, (durations, failures, latencies) in entries.items():

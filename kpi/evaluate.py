@@ -76,6 +76,8 @@ class Verdict:
     interval: tuple[float, float] | None = None
     # The interval straddles the bound: this run cannot say pass or fail.
     undecided: bool = False
+    # The metric has intervals, but this window gave none (too short or sparse).
+    interval_missing: bool = False
 
     def to_json(self) -> dict:
         return {"metric": self.key, "threshold": self.expression, "measured": self.measured,
@@ -168,6 +170,7 @@ def evaluate(snapshot: Snapshot, thresholds: Thresholds) -> list[Verdict]:
                 continue
             note = low_confidence(expression, sample_count(snapshot, threshold))
             interval = snapshot.intervals.get(threshold.metric)
+            interval_missing = interval is None and threshold.metric in snapshot.intervals
             undecided = False
             if interval is not None:
                 # Undecided when the bound splits the interval's ends or the
@@ -175,10 +178,10 @@ def evaluate(snapshot: Snapshot, thresholds: Thresholds) -> list[Verdict]:
                 undecided = len({expression.holds(interval[0]), expression.holds(measured),
                                  expression.holds(interval[1])}) > 1
                 note = "; ".join(filter(None, [note, interval_note(interval, undecided)]))
-            elif threshold.metric in snapshot.intervals:
+            elif interval_missing:
                 note = "; ".join(filter(None, [note, NO_INTERVAL]))
             verdicts.append(Verdict(threshold.key, expression.text, round(measured, MEASURED_DECIMALS),
-                                    expression.holds(measured), note, interval, undecided))
+                                    expression.holds(measured), note, interval, undecided, interval_missing))
     return verdicts
 
 

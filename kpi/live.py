@@ -12,7 +12,7 @@ from kpi import windows
 from kpi.evaluate import Snapshot, Verdict, evaluate
 from kpi.hooks import collector
 from kpi.state import RunState
-from kpi.tenants import RATIO_METRIC, NoisyRun
+from kpi.tenants import NoisyRun
 from kpi.thresholds import Thresholds
 from kpi.validity import ValidityCheck
 
@@ -52,8 +52,8 @@ def validity_now(thresholds: Thresholds) -> list[ValidityCheck]:
 
 def decided_failures(verdicts: list[Verdict]) -> list[Verdict]:
     """The KPIs ``abort_on_fail`` may stop a run for: missed, with a figure,
-    and decided.  A ratio with intervals is not one before it has its
+    and decided.  A metric with intervals is not one before it has its
     interval (the burst's first seconds) nor while the interval holds its
     bound (kpi/uncertainty.py)."""
-    return [v for v in verdicts if not v.passed and not v.undecided and v.measured is not None
-            and not (v.key == RATIO_METRIC and v.interval is None)]
+    return [v for v in verdicts
+            if not v.passed and not v.undecided and not v.interval_missing and v.measured is not None]

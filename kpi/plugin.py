@@ -39,7 +39,6 @@ from kpi.shapes import KpiLoadShape
 from kpi.target import loopback_error
 from kpi.tenants import NO_TENANT, TENANT_CONTEXT_KEY
 from kpi.thresholds import Thresholds, ThresholdsError, load
-from kpi.validity import breaches
 
 # Locustfiles written against the undivided plugin import these from here;
 # new code imports them from kpi.hooks / kpi.pacing (side-effect free).
@@ -258,8 +257,7 @@ def _judge(environment: Any) -> None:
     path = report.write(environment.apprun_report_dir, environment, run, collector, _stack is not None)
     verdict = run.verdict
     if verdict == "INCONCLUSIVE":
-        reason = "the measurement exceeded its budget" if breaches(run.validity) else "a KPI is undecided"
-        print(f"INCONCLUSIVE: {reason}: {run.inconclusive_cause}")
+        print(f"INCONCLUSIVE: {run.inconclusive_reason}: {run.inconclusive_cause}")
     print(f"verdict: {verdict}  report: {path}")
     if verdict == "INCONCLUSIVE":
         environment.process_exit_code = EXIT_INCONCLUSIVE

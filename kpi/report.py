@@ -243,12 +243,11 @@ def write(report_dir: Path, environment, run: RunState, collector: Collector, em
         lines += [f"| {d.metric} | `{d.threshold}` | {d.baseline} | {d.measured} | {_change(d)} | {_limit(d)} |"
                   for d in run.deltas]
     if data["inconclusive_cause"]:
-        if breaches(run.validity):
-            lines += ["", (f"**INCONCLUSIVE**: the measurement exceeded its budget ({data['inconclusive_cause']}); "
-                           "the KPIs above are neither a pass nor a fail of the system under test.")]
-        else:
-            lines += ["", (f"**INCONCLUSIVE**: a KPI is undecided ({data['inconclusive_cause']}); one run cannot "
-                           "say which side of its bound the system under test is on. The other KPIs are decided.")]
+        consequence = ("the KPIs above are neither a pass nor a fail of the system under test."
+                       if breaches(run.validity) else
+                       "one run cannot say which side of its bound the system under test is on. "
+                       "The other KPIs are decided.")
+        lines += ["", f"**INCONCLUSIVE**: {run.inconclusive_reason} ({data['inconclusive_cause']}); {consequence}"]
     if data["latency"]:
         lines += ["", "## Latency side by side (judged window, every request)", "",
                   "| metric | requests | p50 ms | p95 ms | p99 ms | max ms |", "|---|---|---|---|---|---|"]

@@ -60,6 +60,13 @@ class RunState:
         return "INCONCLUSIVE" if any(v.undecided for v in self.verdicts) else "PASS"
 
     @property
+    def inconclusive_reason(self) -> str:
+        """What made the verdict INCONCLUSIVE, in words ('' when it is not)."""
+        if self.verdict != "INCONCLUSIVE":
+            return ""
+        return "the measurement exceeded its budget" if breaches(self.validity) else "a KPI is undecided"
+
+    @property
     def inconclusive_cause(self) -> str:
         """Why the verdict is INCONCLUSIVE ('' when it is not): the budget
         the measurement exceeded, else the KPIs too close to their bounds."""

@@ -90,7 +90,7 @@ def ratio_interval(figures: RunFigures, start_s: int, end_s: int,
     before_seconds = list(range(start_s, min(burst_start, end_s)))
     during_seconds = list(range(burst_start, min(burst_end, end_s)))
     collector = figures.collector
-    key = (start_s, end_s, noisy.burst, quiet, collector.request_count)
+    key = (start_s, end_s, noisy.burst, quiet, collector.changes)
     if collector.last_interval is not None and collector.last_interval[0] == key:
         return collector.last_interval[1]
     per_second = collector.per_second_by_tenant(start_s, end_s)
