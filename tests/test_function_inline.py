@@ -75,10 +75,36 @@ def pool_only() -> Any:
     runtime.close()
 
 
-def fill_wasm() -> bytes:
+# Slow per unit of fuel: each turn divides by a divisor the compiler cannot
+# fold (a 64-bit division takes tens of cycles), 15 units a turn.  40 million
+# turns use 600 million fuel, under the ceiling, and took 170 ms on the
+# fastest day measured here (2026-11-25): 17 times the epoch deadline of the
+# test below.  Its first version filled memory instead, at a unit per byte:
+# 948 MB took 43 ms on a slow day and 10.6-11.3 ms on 2026-11-25, at the
+# edge of the 5-10 ms deadline, and a full suite run failed on it that day.
+CRUNCH = """(module (memory (export "memory") 1)
+  (func (export "crunch") (param $n i32) (param $d i32) (result i32)
+    (local $x i64)
+    (local.set $x (i64.const 0x7fffffffffffffff))
+    (block $done
+      (loop $again
+        (br_if $done (i32.eqz (local.get $n)))
+        (local.set $x (i64.or (i64.div_u (local.get $x) (i64.extend_i32_u (local.get $d)))
+                              (i64.const 0x4000000000000000)))
+        (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+        (br $again)))
+    (i32.wrap_i64 (i64.shr_u (local.get $x) (i64.const 63)))))"""
+CRUNCH_TURNS = 40_000_000
+
+
+def wat_wasm(wat: str) -> bytes:
     import wasmtime
 
-    return bytes(wasmtime.wat2wasm(FILL))
+    return bytes(wasmtime.wat2wasm(wat))
+
+
+def fill_wasm() -> bytes:
+    return wat_wasm(FILL)
 
 
 def test_a_module_runs_in_the_pool_until_seen_small_then_inline(inline) -> None:
@@ -103,19 +129,19 @@ def test_an_attempt_over_the_fuel_slice_runs_again_in_the_pool_with_the_same_ans
 
 def test_the_epoch_cuts_an_inline_attempt_that_fuel_would_let_run() -> None:
     """A slice larger than the call's own fuel: the attempt's two-tick
-    deadline (5-10 ms with 5 ms ticks) is what sends a 113 x 8 MiB fill
-    (948 MB, about 43 ms here; under the fuel ceiling, since wasmtime
-    charges a unit per byte) to the pool.  The empty fills before it have
-    a whole tick to finish in, so a moment without a CPU does not cut them."""
+    deadline (5-10 ms with 5 ms ticks) is what sends a long computation
+    (600 million fuel, 170 ms or more) to the pool.  The empty calls before
+    it have a whole tick to finish in, so a moment without a CPU does not
+    cut them."""
     runtime = Runtime(CEILINGS.fuel, tick_ms=5)
     try:
-        fill = runtime.module(fill_wasm())
+        crunch = runtime.module(wat_wasm(CRUNCH))
         generous = Limits(CEILINGS.fuel, DEFAULTS.memory_bytes, CEILINGS.timeout_ms)
-        assert runtime.call(fill, "fill", 0, limits=generous)[0] == {"result": 0}
-        assert runtime.call(fill, "fill", 0, limits=generous)[0] == {"result": 0}
+        assert runtime.call(crunch, "crunch", 0, 3, limits=generous)[0] == {"result": 0}
+        assert runtime.call(crunch, "crunch", 0, 3, limits=generous)[0] == {"result": 0}
         assert runtime.placements == ["pool", "inline"]
-        output, fuel = runtime.call(fill, "fill", 113, limits=generous)
-        assert output == {"result": 0} and fuel < CEILINGS.fuel
+        output, fuel = runtime.call(crunch, "crunch", CRUNCH_TURNS, 3, limits=generous)
+        assert output == {"result": 0} and CRUNCH_TURNS * 15 <= fuel < CEILINGS.fuel
         assert runtime.placements[2:] == ["inline_cut", "pool"]
     finally:
         runtime.close()
