@@ -7,7 +7,7 @@ failed check, never a silent pass.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from kpi.percentiles import MEASURED_DECIMALS, histogram_percentile, list_percentile
 from kpi.thresholds import Expression, Threshold, Thresholds
@@ -74,7 +74,8 @@ class Verdict:
     passed: bool
     note: str = ""
     interval: tuple[float, float] | None = None
-    # The interval straddles the bound: this run cannot say pass or fail.
+    # This run cannot say pass or fail: the interval straddles the bound, or
+    # (kpi/windows.py unreached_rate) a stress run stopped below the rate.
     undecided: bool = False
     # The metric has intervals, but this window gave none (too short or sparse).
     interval_missing: bool = False
@@ -195,9 +196,13 @@ def interval_note(interval: tuple[float, float], undecided: bool) -> str:
 
 
 def undecided_cause(verdicts: list[Verdict]) -> str:
-    """Why a run with undecided KPIs is INCONCLUSIVE ('' when none is)."""
+    """Why a run with undecided KPIs is INCONCLUSIVE ('' when none is): the
+    interval that holds the bound, else the verdict's note (a stress run's
+    unreached rate, kpi/windows.py unreached_rate)."""
     return "; ".join(f"{v.key} {v.measured:g} ({interval_note(v.interval, False)}) is too close to "
-                     f"`{v.expression}` to decide in one run" for v in verdicts if v.undecided and v.interval)
+                     f"`{v.expression}` to decide in one run" if v.interval and v.measured is not None else
+                     f"{v.key} {measured_text(replace(v, note=''))} against `{v.expression}`: {v.note}"
+                     for v in verdicts if v.undecided)
 
 
 def measured_text(verdict: Verdict) -> str:

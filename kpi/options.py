@@ -6,8 +6,8 @@ from typing import Any
 
 from locust import events
 
+from kpi.profiles import PROFILES
 from kpi.seed import SEED_ADMIN_EMAIL, SEED_USERS_BY_NAME, seed_password
-from kpi.shapes import PROFILES
 
 #: The noisy profile's defaults: charlie (tenant-2) takes his tenant to 4x its
 #: share for 20 s, after 20 s of steady load (10 s of warm-up, 10 s judged).

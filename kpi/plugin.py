@@ -33,6 +33,7 @@ from kpi.hooks import (
 )
 from kpi.lifecycle import EmbeddedStack, StackStartError, start_embedded_stack
 from kpi.pacing import DUE_AT, PER_USER_RPS, latency_from_due
+from kpi.profiles import run_time_limit
 from kpi.sampler import summarize_by_component
 from kpi.seed import SEED_USERS_BY_NAME
 from kpi.shapes import KpiLoadShape
@@ -121,7 +122,8 @@ def _init(environment, **_kwargs) -> None:  # type: ignore[no-untyped-def]
         log.warning("regression: limits are judged only with --baseline <summary.json>")
     if options.load_profile == "noisy":
         refused = tenants.noisy_settings_error(options.burst_after, options.burst_for, options.burst_multiple,
-                                               environment.apprun_thresholds.warmup_s, options.run_time)
+                                               environment.apprun_thresholds.warmup_s,
+                                               run_time_limit(options.load_profile, options.run_time))
         if refused:
             _refuse(environment, "invalid noisy profile: %s", refused)
         live.run.noisy_tenant = SEED_USERS_BY_NAME[options.noisy_user].tenant
@@ -226,6 +228,10 @@ def _judge(environment: Any) -> None:
     figures = live.figures()
     snapshot = windows.snapshot_between(figures, start_s, end_s)
     run.verdicts = evaluate(snapshot, thresholds)
+    options = environment.parsed_options
+    run.run_time_s = run_time_limit(options.load_profile, options.run_time)
+    if options.load_profile == "stress":
+        run.verdicts = windows.unreached_rate(run.verdicts, run.steps, run.run_time_s)
     if environment.apprun_baseline:
         run.deltas = baseline.compare(run.verdicts, environment.apprun_baseline, thresholds.regression)
     run.latency = windows.latency_side_by_side(snapshot)
@@ -248,10 +254,8 @@ def _judge(environment: Any) -> None:
     for delta in run.deltas:
         print(f"vs baseline: {delta.metric} {delta.threshold}: {delta.describe()}")
     print("measurement validity: " + "; ".join(check.describe() for check in run.validity))
-    if run.capacity_rps is not None:
-        print(f"capacity (stress): {run.capacity_rps} req/s held every KPI; the table above judges that step")
-    elif environment.parsed_options.load_profile == "stress":
-        print("capacity (stress): no step held every KPI; the table above judges the whole run")
+    if options.load_profile == "stress":
+        print(f"capacity (stress): {windows.capacity_text(run.capacity_rps, run.steps)}")
     from kpi import report
 
     path = report.write(environment.apprun_report_dir, environment, run, collector, _stack is not None)

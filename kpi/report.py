@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from kpi import windows  # noqa: E402
 from kpi.baseline import Delta  # noqa: E402
 from kpi.collector import Collector  # noqa: E402
 from kpi.evaluate import histogram_percentile, measured_text  # noqa: E402
@@ -194,12 +195,15 @@ def write(report_dir: Path, environment, run: RunState, collector: Collector, em
         "target": environment.host,
         "embedded_stack": embedded_stack,
         "profile": options.load_profile,
-        "run_time_s": options.run_time,
+        "run_time_s": run.run_time_s,
         "thresholds_file": options.thresholds,
         "environment": {"python": platform.python_version(), "machine": platform.machine(),
                         "cpus": os.cpu_count(), "system": platform.platform()},
         "kpis": [v.to_json() for v in verdicts],
         "capacity_rps": run.capacity_rps,
+        # A stress run whose steps never broke a KPI stopped below the stack's limit.
+        "capacity_lower_bound": (windows.capacity_is_lower_bound(run.steps)
+                                 if options.load_profile == "stress" and run.capacity_rps is not None else None),
         "stress_steps": run.steps,
         "aborted": run.aborted,
         "preflight": {k: v for k, v in run.preflight.items() if not isinstance(v, list)},
@@ -227,7 +231,8 @@ def write(report_dir: Path, environment, run: RunState, collector: Collector, em
         f"**Verdict: {data['verdict']}** - generated {data['generated_at']}", "",
         "## Environment", "",
         f"- target: {data['target']} ({'embedded stack' if data['embedded_stack'] else 'external gateway'})",
-        f"- load profile: {data['profile']}, run time {data['run_time_s']} s, thresholds {data['thresholds_file']}",
+        (f"- load profile: {data['profile']}, run time {data['run_time_s'] or 0:g} s, "
+         f"thresholds {data['thresholds_file']}"),
         (f"- machine: {data['environment']['cpus']} CPUs, {data['environment']['system']}, "
          f"Python {data['environment']['python']}"),
         f"- {_floor_line(data['floor'])}",
@@ -277,9 +282,9 @@ def write(report_dir: Path, environment, run: RunState, collector: Collector, em
     lines += [f"| {c['description']} | {c['where']} | {'not measured' if c['measured'] is None else c['measured']} | "
               f"{'not judged' if c['budget'] is None else c['budget']} | {'yes' if c['ok'] else '**no**'} |"
               for c in data["validity"]] or ["| - | - | not measured | - | - |"]
-    if data["capacity_rps"] is not None:
-        lines += ["", (f"Capacity (stress profile): **{data['capacity_rps']} req/s** held every KPI; "
-                       "the table above judges that step.")]
+    if data["profile"] == "stress":
+        capacity = windows.capacity_text(data["capacity_rps"], data["stress_steps"])
+        lines += ["", f"Capacity (stress profile): {capacity}."]
     if data["stress_steps"]:
         lines += ["", "| stress step: offered req/s | measured req/s | every KPI held | broken | measurement |",
                   "|---|---|---|---|---|"]

@@ -23,6 +23,7 @@ from locust import LoadTestShape
 
 from kpi import live, tenants, windows
 from kpi.pacing import PER_USER_RPS
+from kpi.profiles import STRESS_SETTLE_S, STRESS_STEP_S, run_time_limit, stress_rate
 from kpi.seed import tenant_tag
 from kpi.thresholds import Thresholds
 
@@ -33,20 +34,12 @@ RAMP_S = 10
 # is then judged at its rate, not failed by a request or two of jitter.
 KPI_RATE_HEADROOM = 0.02
 DEFAULT_TARGET_RPS = 100.0   # when thresholds.yaml has no "http_reqs: rps" target
-STRESS_STEP_S = 15
-STRESS_STEP_FACTOR = 1.25
-STRESS_SETTLE_S = 3          # the first seconds of a stress step (users still spawning) are not judged
-PROFILES = ("kpi", "stress", "noisy", "plain")
 BURST_CLASS_MARK = "apprun_burst"        # a user class spawned by the noisy profile's burst only
 Tick = tuple[int, float, list[Any]]
 
 
 def kpi_users(target_rps: float) -> int:
     return math.ceil(target_rps * (1 + KPI_RATE_HEADROOM) / PER_USER_RPS)
-
-
-def stress_rate(target_rps: float, step: int) -> float:
-    return target_rps * 0.5 * STRESS_STEP_FACTOR ** step
 
 
 class KpiLoadShape(LoadTestShape):
@@ -58,7 +51,8 @@ class KpiLoadShape(LoadTestShape):
         environment = self.runner.environment
         options = environment.parsed_options
         run_time = self.get_run_time()
-        if options.run_time and run_time > options.run_time:
+        over = run_time > run_time_limit(options.load_profile, options.run_time)
+        if over and options.load_profile != "stress":
             return None
         thresholds: Thresholds = environment.apprun_thresholds
         target_rps = thresholds.target("http_reqs", "rps") or DEFAULT_TARGET_RPS
@@ -70,16 +64,19 @@ class KpiLoadShape(LoadTestShape):
             return users, max(1.0, users / RAMP_S), steady
         if options.load_profile == "noisy":
             return self._noisy(environment, kpi_users(target_rps), steady)
-        return self._stress(thresholds, target_rps, run_time, steady)
+        return self._stress(thresholds, target_rps, run_time, over, steady)
 
-    def _stress(self, thresholds: Thresholds, target_rps: float, run_time: float, steady: list[Any]) -> Tick | None:
+    def _stress(self, thresholds: Thresholds, target_rps: float, run_time: float, over: bool,
+                steady: list[Any]) -> Tick | None:
         step = int(run_time // STRESS_STEP_S)
         steps = live.run.steps
-        if step > len(steps):  # a step just ended: judge its window
+        if step > len(steps):  # a step just ended (the run's last one too): judge its window
             judge_stress_step(thresholds, stress_rate(target_rps, len(steps)))
             if not steps[-1]["latency_held"]:
                 log.warning("stress: a latency/error KPI broke at %.0f req/s offered", steps[-1]["offered_rps"])
                 return None
+        if over:
+            return None
         users = math.ceil(stress_rate(target_rps, step) / PER_USER_RPS)
         return users, max(1.0, users / 5), steady
 

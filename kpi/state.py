@@ -18,6 +18,7 @@ class RunState:
     load_stopped_at: float | None = None     # test_stop
     preflight_running: bool = False
     preflight: dict[str, Any] = field(default_factory=dict)
+    run_time_s: float | None = None          # the run's length: --run-time, else its profile's (kpi/shapes.py)
     steps: list[dict[str, Any]] = field(default_factory=list)      # stress steps, judged
     capacity_rps: float | None = None
     capacity_window: list[int] | None = None

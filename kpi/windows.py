@@ -4,7 +4,7 @@ are tested without Locust (importing Locust monkey-patches the process)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kpi.collector import Collector
@@ -13,18 +13,20 @@ from kpi.evaluate import (
     MEASURED_DECIMALS,
     TIMINGS,
     Snapshot,
+    Verdict,
     evaluate,
     histogram_percentile,
 )
 from kpi.sampler import ResourceSample
 from kpi.tenants import RATIO_METRIC, NoisyRun, fairness_values, tenant_key, tenant_rows
-from kpi.thresholds import Thresholds
+from kpi.thresholds import Thresholds, parse_expression
 from kpi.uncertainty import worst_ratio_interval
 from kpi.validity import ValidityCheck, breaches, cause, judge
 
 PREFLIGHT_METRICS = ("auth_checks_per_s", "wasm_cold_start_ms", "wasm_hot_us", "wasm_invoke_ms")
 PREFLIGHT_SAMPLES = ("wasm_cold_start_ms", "wasm_hot_us", "wasm_invoke_ms")
 PERCENT_PER_CORE = 100.0     # psutil and docker stats: 100 % is one core
+RATE_METRIC = "http_reqs"    # the rate a stress run varies
 
 
 @dataclass
@@ -161,6 +163,39 @@ def capacity(steps: Sequence[dict[str, Any]]) -> tuple[float | None, list[int] |
         return None, None
     best = max(held, key=lambda s: s["measured_rps"])
     return best["measured_rps"], best["window"]
+
+
+def capacity_is_lower_bound(steps: Sequence[dict[str, Any]]) -> bool:
+    """No judged step of a stress run broke a KPI: the run stopped (its run
+    time, or a stop) before its steps found the stack's limit, so its
+    capacity says only that the stack holds at least that rate."""
+    return not any(step["broken"] for step in steps)
+
+
+def capacity_text(capacity_rps: float | None, steps: Sequence[dict[str, Any]]) -> str:
+    """The stress run's capacity in words, for the console and the report."""
+    if capacity_rps is None:
+        return "no step held every KPI; the KPI table judges the whole run"
+    if capacity_is_lower_bound(steps):
+        return (f"at least {capacity_rps:g} req/s: no step broke a KPI before the run stopped, so this is the "
+                "highest step it reached, not a limit; the KPI table judges that step")
+    return f"{capacity_rps:g} req/s held every KPI; the KPI table judges that step"
+
+
+def unreached_rate(verdicts: Sequence[Verdict], steps: Sequence[dict[str, Any]],
+                   run_time_s: float) -> list[Verdict]:
+    """A stress run judges its highest held step, whose rate the steps chose,
+    not the stack.  When no step broke a KPI, a missed lower bound on the
+    rate (``rps > 500`` judged at a 395 req/s step because the run stopped
+    there) says nothing about the stack: that verdict is UNDECIDED (exit 4),
+    not failed.  Every other verdict stays as evaluated."""
+    if not capacity_is_lower_bound(steps):
+        return list(verdicts)
+    note = (f"no stress step broke a KPI before the run stopped at {run_time_s:g} s: this rate is a lower "
+            "bound on the capacity, not a limit; a longer --run-time steps higher")
+    return [replace(v, undecided=True, note=note)
+            if v.key == RATE_METRIC and not v.passed and parse_expression(v.key, v.expression).op in (">", ">=")
+            else v for v in verdicts]
 
 
 def stack_cost(samples: Sequence[ResourceSample], requests: int, duration_s: float,

@@ -6,14 +6,18 @@ import pytest
 
 from kpi.collector import Collector
 from kpi.evaluate import evaluate
+from kpi.profiles import DEFAULT_RUN_TIME_S, STRESS_MAX_STEPS, STRESS_STEP_S, run_time_limit, stress_rate
 from kpi.sampler import ResourceSample
+from kpi.state import RunState
 from kpi.thresholds import parse
 from kpi.windows import (
     RunFigures,
     capacity,
+    capacity_text,
     judge_stress_step,
     judged_window,
     snapshot_between,
+    unreached_rate,
 )
 
 THRESHOLDS = parse({"warmup_s": 5, "metrics": {
@@ -80,6 +84,66 @@ def test_capacity_is_the_best_step_that_held_everything() -> None:
 def test_a_stopped_stress_run_is_judged_on_its_capacity_step() -> None:
     assert judged_window(1000, 1000, None, 5, now=1100, capacity_window=[1030, 1042]) == (1005, 1100)  # live
     assert judged_window(1000, 1000, 1100, 5, now=1200, capacity_window=[1030, 1042]) == (1030, 1042)
+
+
+def stress_run(steps: list[dict], step_rps: float, step_latency_ms: float = 5) -> RunState:
+    """A stopped stress run judged on its capacity step (as kpi/plugin.py's _judge)."""
+    collector = loaded(range(100, 112), step_latency_ms, per_second=int(step_rps))
+    figures = RunFigures(collector, cpu(range(100, 112), 40), {"wasm_hot_us": [200.0]}, cpus=2)
+    run = RunState(steps=steps, capacity_rps=step_rps, capacity_window=[100, 112])
+    run.verdicts = unreached_rate(evaluate(snapshot_between(figures, 100, 112), THRESHOLDS), steps, 60)
+    return run
+
+
+HELD = {"measured_rps": 390, "held": True, "latency_held": True, "broken": [], "invalid": "", "window": [100, 112]}
+
+
+def test_a_stress_run_that_stopped_before_any_step_broke_cannot_fail_the_rate() -> None:
+    """Its last step ran at 390 req/s because the run stopped there, not
+    because the stack broke: `rps > 500` is UNDECIDED (exit 4), not FAIL,
+    and the capacity is a lower bound.  Before the fix this run read FAIL."""
+    run = stress_run([dict(HELD, measured_rps=250), HELD], 390)
+    rate = next(v for v in run.verdicts if v.key == "http_reqs")
+    assert (rate.measured, rate.passed, rate.undecided, rate.result) == (390, False, True, "UNDECIDED")
+    assert "before the run stopped at 60 s" in rate.note and "--run-time" in rate.note
+    assert run.verdict == "INCONCLUSIVE" and run.inconclusive_reason == "a KPI is undecided"
+    assert run.inconclusive_cause.startswith("http_reqs 390 against `rps > 500`: no stress step broke a KPI")
+    assert capacity_text(390, run.steps).startswith("at least 390 req/s: no step broke a KPI")
+    # Every other KPI of that step is still judged as measured.
+    assert all(not v.undecided for v in run.verdicts if v.key != "http_reqs")
+
+
+def test_a_stress_run_whose_step_broke_a_kpi_fails_the_rate_it_could_not_reach() -> None:
+    """A step above the capacity broke CPU (or latency): the stack's limit is
+    known and lies below the target, so the rate KPI is a decided FAIL."""
+    for broken in (["sut_cpu_percent"], ["http_req_duration"]):
+        above = dict(HELD, measured_rps=480, held=False, broken=broken, window=[115, 127],
+                     latency_held=broken != ["http_req_duration"])
+        run = stress_run([HELD, above], 390)
+        rate = next(v for v in run.verdicts if v.key == "http_reqs")
+        assert (rate.passed, rate.undecided, run.verdict) == (False, False, "FAIL")
+        assert capacity_text(390, run.steps) == "390 req/s held every KPI; the KPI table judges that step"
+
+
+def test_a_stress_run_that_reached_the_rate_passes_and_other_misses_stay_failures() -> None:
+    reached = stress_run([HELD, dict(HELD, measured_rps=520)], 520)
+    assert reached.verdict == "PASS"
+    slow = stress_run([HELD], 390, step_latency_ms=400)      # the judged step itself is too slow
+    assert {v.key: v.result for v in slow.verdicts if not v.passed} == {
+        "http_req_duration": "FAIL", "http_reqs": "UNDECIDED"}
+    assert slow.verdict == "FAIL"
+    # An upper bound on the rate is not "unreached": more steps would not help it.
+    capped = parse({"metrics": {"http_reqs": ["rps < 100"]}})
+    figures = RunFigures(loaded(range(100, 112), 5, per_second=390))
+    verdicts = unreached_rate(evaluate(snapshot_between(figures, 100, 112), capped), [HELD], 60)
+    assert [(v.passed, v.undecided) for v in verdicts] == [(False, False)]
+
+
+def test_each_profile_has_its_own_run_time_and_run_time_overrides_it() -> None:
+    assert run_time_limit("stress", None) == STRESS_STEP_S * STRESS_MAX_STEPS
+    assert stress_rate(500, STRESS_MAX_STEPS - 1) > 3 * 500    # its last step offers over 3x the target
+    assert run_time_limit("kpi", None) == run_time_limit("noisy", None) == DEFAULT_RUN_TIME_S == 60
+    assert run_time_limit("stress", 32) == 32 and run_time_limit("kpi", 8) == 8
 
 
 def test_stack_cpu_in_both_readings_of_the_seed() -> None:
