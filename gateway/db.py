@@ -148,7 +148,7 @@ class ClaimsCursor:
     The first statement is sent as ``EXECUTE`` of a statement prepared on
     this connection (gateway/prepared.py) when its shape allows, still after
     the claims and in the same message: PostgreSQL then skips parsing and
-    planning it (measured in the README's "Cost and headroom").
+    planning it (measured in docs/headroom-measurements.md, "Cost and headroom").
     """
 
     def __init__(self, cursor: psycopg2.extensions.cursor, claims_json: str, single_statement: bool,

@@ -5,8 +5,8 @@ and the hub resumes ready greenlets first come, first served.  A tenant that
 keeps many requests going fills that queue, and every other tenant's
 request waits behind its work, even when each of its requests is within its
 plan's budgets: in the noisy profile the quiet tenant's p95 went from 5 ms
-to 87 ms during charlie's burst (README "Tenant fairness: the noisy
-profile's figures").
+to 87 ms during charlie's burst (docs/fairness-measurements.md, "What it
+was: the hub's order and the sessions' CPU shares").
 
 So each process counts every tenant's requests in progress and divides the
 total among the tenants active in the last ``ACTIVE_FOR_S`` (with a request

@@ -23,8 +23,8 @@ Two budgets keep one tenant from taking it:
   than the bucket holds: whenever one of them ends, its charge empties the
   bucket, so the wait could only end in a 429.  A spinning tenant's
   callers waited up to the queue wait for it, fell behind their schedule
-  together and then caught up together: a wave of requests (README "The
-  burst's waves").
+  together and then caught up together: a wave of requests
+  (docs/fairness-measurements.md, "The burst's waves").
 
 Budgets are per gateway process (each process has its own pool).  The
 slots are a ``gateway.tenant_counter.TenantCounter`` that any thread may
