@@ -38,7 +38,20 @@ def snapshot_now(thresholds: Thresholds) -> Snapshot:
 
 
 def live_verdicts(thresholds: Thresholds) -> list[Verdict]:
-    return evaluate(snapshot_now(thresholds), thresholds) if run.started_at else []
+    """The KPIs judged on the window so far; for a stress run, a rate its
+    steps have not reached yet is undecided (kpi/windows.py unreached_rate),
+    as in the final verdict."""
+    if not run.started_at:
+        return []
+    return judged_verdicts(evaluate(snapshot_now(thresholds), thresholds))
+
+
+def judged_verdicts(verdicts: list[Verdict]) -> list[Verdict]:
+    """What a stress run's steps say about its rate, applied to ``verdicts``
+    (other profiles: unchanged).  One rule for the KPIs tab and the exit code."""
+    if run.profile != "stress":
+        return verdicts
+    return windows.unreached_rate(verdicts, run.steps, run.load_seconds(), run.load_stopped_at is not None)
 
 
 def tenants_now(thresholds: Thresholds) -> list[dict]:

@@ -6,7 +6,9 @@ load shapes (kpi/shapes.py), the web UI (kpi/webui.py), the verdict
 
 Exit codes (``locust --headless``): 0 every KPI held; 3 a KPI was missed;
 4 INCONCLUSIVE: the generator or the machine exceeded a validity budget
-(kpi/validity.py), whatever the KPIs say; 2 invalid configuration (the
+(kpi/validity.py), whatever the KPIs say, or no KPI was missed but one is
+UNDECIDED (its interval holds its bound, kpi/uncertainty.py, or a stress
+run stopped below a rate it asks, kpi/windows.py); 2 invalid configuration (the
 thresholds file, a --host that is not a loopback address, an embedded stack
 that cannot start); 1 Locust's own errors.
 """
@@ -160,7 +162,8 @@ def _test_start(environment, **_kwargs) -> None:  # type: ignore[no-untyped-def]
         gevent.spawn(environment.runner.stop)
         return
     run = live.run
-    run.begin_run()
+    options = environment.parsed_options
+    run.begin_run(options.load_profile, run_time_limit(options.load_profile, options.run_time))
     if not environment.parsed_options.skip_preflight:
         run.preflight_running = True
         try:
@@ -170,9 +173,21 @@ def _test_start(environment, **_kwargs) -> None:  # type: ignore[no-untyped-def]
             run.preflight_running = False
     gevent.spawn(_sample_resources, environment)
     run.load_began_at = time.time()      # the noisy profile's burst counts from here
+    if environment.shape_class is None:   # --class-picker's "Default" shape: no tick ends this run
+        gevent.spawn_later(run.run_time_s, _end_unshaped_run, environment, run.started_at)
     thresholds: Thresholds = environment.apprun_thresholds
     if thresholds.abort_on_fail and environment.parsed_options.load_profile != "stress":
         gevent.spawn(_abort_watch, environment, thresholds)  # stress runs until a KPI breaks
+
+
+def _end_unshaped_run(environment: Any, started_at: float | None) -> None:
+    """Every run stops by itself: a run without the suite's load shape (the
+    web UI's class picker) stops after its profile's run time, unless a
+    newer run replaced it or it already stopped."""
+    runner = environment.runner
+    if live.run.started_at == started_at and runner is not None and runner.state not in ("stopped", "quitting"):
+        log.info("run time %.0f s is up: stopping the run", live.run.run_time_s or 0)
+        runner.stop()
 
 
 def _sample_resources(environment: Any) -> None:
@@ -227,11 +242,9 @@ def _judge(environment: Any) -> None:
     run.judged_window = (start_s, end_s)
     figures = live.figures()
     snapshot = windows.snapshot_between(figures, start_s, end_s)
-    run.verdicts = evaluate(snapshot, thresholds)
-    options = environment.parsed_options
-    run.run_time_s = run_time_limit(options.load_profile, options.run_time)
-    if options.load_profile == "stress":
-        run.verdicts = windows.unreached_rate(run.verdicts, run.steps, run.run_time_s)
+    if run.run_time_s is None:     # quitting without a run (the web UI's): the report still says it
+        run.run_time_s = run_time_limit(environment.parsed_options.load_profile, environment.parsed_options.run_time)
+    run.verdicts = live.judged_verdicts(evaluate(snapshot, thresholds))
     if environment.apprun_baseline:
         run.deltas = baseline.compare(run.verdicts, environment.apprun_baseline, thresholds.regression)
     run.latency = windows.latency_side_by_side(snapshot)
@@ -254,7 +267,7 @@ def _judge(environment: Any) -> None:
     for delta in run.deltas:
         print(f"vs baseline: {delta.metric} {delta.threshold}: {delta.describe()}")
     print("measurement validity: " + "; ".join(check.describe() for check in run.validity))
-    if options.load_profile == "stress":
+    if run.profile == "stress":
         print(f"capacity (stress): {windows.capacity_text(run.capacity_rps, run.steps)}")
     from kpi import report
 

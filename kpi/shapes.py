@@ -69,11 +69,12 @@ class KpiLoadShape(LoadTestShape):
     def _stress(self, thresholds: Thresholds, target_rps: float, run_time: float, over: bool,
                 steady: list[Any]) -> Tick | None:
         step = int(run_time // STRESS_STEP_S)
-        steps = live.run.steps
-        if step > len(steps):  # a step just ended (the run's last one too): judge its window
-            judge_stress_step(thresholds, stress_rate(target_rps, len(steps)))
-            if not steps[-1]["latency_held"]:
-                log.warning("stress: a latency/error KPI broke at %.0f req/s offered", steps[-1]["offered_rps"])
+        run = live.run
+        if step > run.last_step:  # a step just ended (the run's last one too): judge its window
+            run.last_step = step
+            judge_stress_step(thresholds, stress_rate(target_rps, step - 1))
+            if not run.steps[-1]["latency_held"]:
+                log.warning("stress: a latency/error KPI broke at %.0f req/s offered", run.steps[-1]["offered_rps"])
                 return None
         if over:
             return None

@@ -18,8 +18,12 @@ class RunState:
     load_stopped_at: float | None = None     # test_stop
     preflight_running: bool = False
     preflight: dict[str, Any] = field(default_factory=dict)
-    run_time_s: float | None = None          # the run's length: --run-time, else its profile's (kpi/shapes.py)
+    profile: str = ""                        # --load-profile of the current run
+    run_time_s: float | None = None          # the run's length: --run-time, else its profile's (kpi/profiles.py)
     steps: list[dict[str, Any]] = field(default_factory=list)      # stress steps, judged
+    # The index of the last stress step judged: kept across "Reset stats",
+    # which forgets the steps but not the shape's clock.
+    last_step: int = 0
     capacity_rps: float | None = None
     capacity_window: list[int] | None = None
     aborted: str | None = None
@@ -38,14 +42,22 @@ class RunState:
     noisy_tenant: str | None = None          # the noisy profile's bursting tenant (None: other profiles)
     burst_window: list[int] | None = None    # [start, end) epoch seconds of the noisy tenant's burst
 
-    def begin_run(self, now: float | None = None) -> None:
+    def begin_run(self, profile: str = "", run_time_s: float | None = None, now: float | None = None) -> None:
         """A new run (headless, or START in the web UI): forget the last one's figures."""
         self.started_at = time.time() if now is None else now
+        self.profile, self.run_time_s, self.last_step = profile, run_time_s, 0
         self.load_stopped_at = self.load_began_at = None
         self.tenants, self.burst_window = [], None
         self.steps, self.capacity_rps, self.capacity_window, self.aborted = [], None, None, None
         self.verdicts, self.validity, self.judged_window, self.resources, self.cost = [], [], None, {}, {}
         self.latency, self.dropped_iterations, self.deltas, self.totals = {}, 0, [], {}
+
+    def load_seconds(self, now: float | None = None) -> float:
+        """How long the load has run (until it stopped), pre-flight excluded."""
+        began = self.load_began_at or self.started_at
+        if began is None:
+            return 0.0
+        return max(0.0, (self.load_stopped_at or (time.time() if now is None else now)) - began)
 
     @property
     def verdict(self) -> str:

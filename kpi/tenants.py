@@ -199,6 +199,6 @@ def noisy_settings_error(burst_after_s: float, burst_for_s: float, multiple: flo
         return (f"--burst-after {burst_after_s:g} s is within the warm-up ({warmup_s:g} s): the quiet tenants "
                 "would have no p95 before the burst to compare with")
     if run_time_s and run_time_s < burst_after_s + burst_for_s:
-        return (f"--run-time {run_time_s:g} s ends before the burst does ({burst_after_s:g} + {burst_for_s:g} s "
-                "after the load begins)")
+        return (f"the run time ({run_time_s:g} s: --run-time, else the profile's own) ends before the burst does "
+                f"({burst_after_s:g} + {burst_for_s:g} s after the load begins)")
     return None

@@ -10,7 +10,7 @@ from typing import Any
 
 import jinja2
 
-from kpi import baseline, live, tenants
+from kpi import baseline, live, tenants, windows
 from kpi.baseline import Delta
 from kpi.evaluate import Verdict, measured_text
 from kpi.state import RunState
@@ -44,6 +44,9 @@ def tab_rows(verdicts: list[Verdict], thresholds: Thresholds, run: RunState,
         regressed = delta is not None and delta.regressed
         rows.append({"kpi": v.key, "threshold": v.expression, "measured": measured,
                      "result": "FAIL" if regressed else v.result})
+    if run.profile == "stress":
+        rows.append({"kpi": "(stress capacity)", "threshold": "the highest step that held every KPI",
+                     "measured": windows.capacity_text(run.capacity_rps, run.steps), "result": ""})
     for row in tenant_rows or []:
         rows.append({"kpi": f"(tenant {row['tenant']})", "result": "",
                      "threshold": f"{row['role']} tenant" if row["role"] else "per tenant, not judged",

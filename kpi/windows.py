@@ -166,36 +166,59 @@ def capacity(steps: Sequence[dict[str, Any]]) -> tuple[float | None, list[int] |
 
 
 def capacity_is_lower_bound(steps: Sequence[dict[str, Any]]) -> bool:
-    """No judged step of a stress run broke a KPI: the run stopped (its run
-    time, or a stop) before its steps found the stack's limit, so its
-    capacity says only that the stack holds at least that rate."""
-    return not any(step["broken"] for step in steps)
+    """No judged step above the capacity step broke a KPI in a valid
+    measurement: the run stopped (its run time, a stop, or a break measured
+    by a saturated generator or machine) before its steps found the stack's
+    limit, so its capacity says only that the stack holds at least that
+    rate.  A break below the capacity step (a cold first step) is not a
+    limit: the steps above it held.  No step judged at all: no limit found."""
+    held = [index for index, step in enumerate(steps) if step["held"]]
+    best = max(held, key=lambda index: steps[index]["measured_rps"]) if held else -1
+    return not any(step["broken"] and not step["invalid"] for step in steps[best + 1:])
 
 
 def capacity_text(capacity_rps: float | None, steps: Sequence[dict[str, Any]]) -> str:
-    """The stress run's capacity in words, for the console and the report."""
+    """The stress run's capacity in words, for the console, the KPIs tab and the report."""
+    if not steps:
+        return "no step judged yet (a step lasts 15 s); the KPI table judges the whole run"
     if capacity_rps is None:
         return "no step held every KPI; the KPI table judges the whole run"
     if capacity_is_lower_bound(steps):
-        return (f"at least {capacity_rps:g} req/s: no step broke a KPI before the run stopped, so this is the "
-                "highest step it reached, not a limit; the KPI table judges that step")
+        return (f"at least {capacity_rps:g} req/s: no step above it broke a KPI in a valid measurement, so "
+                "this is the highest step the run held, not a limit; the KPI table judges that step")
     return f"{capacity_rps:g} req/s held every KPI; the KPI table judges that step"
 
 
-def unreached_rate(verdicts: Sequence[Verdict], steps: Sequence[dict[str, Any]],
-                   run_time_s: float) -> list[Verdict]:
+def unreached_rate(verdicts: Sequence[Verdict], steps: Sequence[dict[str, Any]], load_s: float,
+                   stopped: bool) -> list[Verdict]:
     """A stress run judges its highest held step, whose rate the steps chose,
-    not the stack.  When no step broke a KPI, a missed lower bound on the
-    rate (``rps > 500`` judged at a 395 req/s step because the run stopped
-    there) says nothing about the stack: that verdict is UNDECIDED (exit 4),
-    not failed.  Every other verdict stays as evaluated."""
+    not the stack.  While no step above it broke a KPI, a missed lower bound
+    on the rate (``rps > 500`` judged at a 395 req/s step because the run
+    stopped there) says nothing about the stack: that verdict is UNDECIDED
+    (exit 4), not failed.  Every other verdict stays as evaluated, and so
+    does a rate with no samples (a failed check, as everywhere)."""
     if not capacity_is_lower_bound(steps):
         return list(verdicts)
-    note = (f"no stress step broke a KPI before the run stopped at {run_time_s:g} s: this rate is a lower "
-            "bound on the capacity, not a limit; a longer --run-time steps higher")
-    return [replace(v, undecided=True, note=note)
-            if v.key == RATE_METRIC and not v.passed and parse_expression(v.key, v.expression).op in (">", ">=")
+    if not stopped:
+        note = f"the stress steps are still climbing ({load_s:.0f} s of load): no limit found yet"
+    elif steps:
+        note = (f"no stress step above the capacity broke a KPI in a valid measurement before the run stopped "
+                f"({load_s:.0f} s of load): this rate is a lower bound, not a limit; a longer --run-time "
+                "steps higher")
+    else:
+        note = (f"the run stopped after {load_s:.0f} s of load, before its first stress step ended (15 s): "
+                "it found no limit; a longer --run-time steps higher")
+    return [replace(v, undecided=True, note=note) if _is_rate_floor(v) and not v.passed and v.measured is not None
             else v for v in verdicts]
+
+
+def _is_rate_floor(verdict: Verdict) -> bool:
+    """``http_reqs`` (any tags) judged by a lower bound on its rate: ``rps > N``."""
+    metric = verdict.key.split("{")[0]
+    if metric != RATE_METRIC:
+        return False
+    expression = parse_expression(metric, verdict.expression)
+    return expression.aggregation == "rps" and expression.op in (">", ">=")
 
 
 def stack_cost(samples: Sequence[ResourceSample], requests: int, duration_s: float,

@@ -219,7 +219,7 @@ def test_noisy_settings_that_cannot_measure_fairness_are_refused() -> None:
     assert "warm-up" in noisy_settings_error(10, 20, 4, 10, 60)
     assert "ends before" in noisy_settings_error(20, 20, 4, 10, 30)
     assert "above 1" in noisy_settings_error(20, 20, 1, 10, 60)
-    assert noisy_settings_error(20, 20, 4, 10, None) is None          # no --run-time: the web UI's stop
+    assert noisy_settings_error(20, 20, 4, 10, None) is None          # no run time: nothing to check
 
 
 def test_the_noisy_tenants_429_is_no_failure_and_others_pass_through() -> None:

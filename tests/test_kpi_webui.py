@@ -53,3 +53,24 @@ def test_reset_stats_restarts_the_judged_window_and_forgets_stress_steps() -> No
     run.capacity_rps, run.capacity_window = 50.0, [1, 2]
     run.reset_stats(now=130.0)
     assert (run.started_at, run.steps, run.capacity_rps, run.capacity_window) == (130.0, [], None, None)
+
+
+def test_a_stress_run_shows_its_capacity_and_an_unreached_rate_as_the_exit_code_will(monkeypatch) -> None:
+    """The KPIs tab and the exit code judge a stress run alike
+    (kpi/live.py judged_verdicts): a rate its steps have not reached is
+    UNDECIDED, not a red FAIL, and the tab says what the capacity is."""
+    from kpi import live
+
+    held = {"offered_rps": 390.0, "measured_rps": 390.0, "held": True, "broken": [], "invalid": "",
+            "latency_held": True, "window": [100, 112]}
+    run = RunState(profile="stress", steps=[held], capacity_rps=390.0, started_at=10.0, load_began_at=12.0,
+                   load_stopped_at=162.0)
+    monkeypatch.setattr(live, "run", run)
+    verdicts = live.judged_verdicts([Verdict("http_reqs", "rps > 500", 390.0, False),
+                                     Verdict("http_req_duration", "p(95) < 200", 900.0, False)])
+    rows = tab_rows(verdicts, parse({"metrics": {"http_reqs": ["rps > 500"]}}, "t.yaml"), run)
+    assert [(r["kpi"], r["result"]) for r in rows[:3]] == [
+        ("http_reqs", "UNDECIDED"), ("http_req_duration", "FAIL"), ("(stress capacity)", "")]
+    assert "150 s of load" in rows[0]["measured"] and rows[2]["measured"].startswith("at least 390 req/s")
+    run.profile = "kpi"                          # any other profile: as evaluated
+    assert [v.result for v in live.judged_verdicts([Verdict("http_reqs", "rps > 500", 390.0, False)])] == ["FAIL"]

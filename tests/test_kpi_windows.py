@@ -2,6 +2,8 @@
 (kpi/windows.py), over hand-made collectors and resource samples."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from kpi.collector import Collector
@@ -86,57 +88,100 @@ def test_a_stopped_stress_run_is_judged_on_its_capacity_step() -> None:
     assert judged_window(1000, 1000, 1100, 5, now=1200, capacity_window=[1030, 1042]) == (1030, 1042)
 
 
-def stress_run(steps: list[dict], step_rps: float, step_latency_ms: float = 5) -> RunState:
-    """A stopped stress run judged on its capacity step (as kpi/plugin.py's _judge)."""
+def stress_run(steps: list[dict], step_rps: float, step_latency_ms: float = 5, stopped: bool = True) -> RunState:
+    """A stress run judged on its capacity step (as kpi/live.py's
+    judged_verdicts does for kpi/plugin.py's verdict and the KPIs tab)."""
     collector = loaded(range(100, 112), step_latency_ms, per_second=int(step_rps))
     figures = RunFigures(collector, cpu(range(100, 112), 40), {"wasm_hot_us": [200.0]}, cpus=2)
-    run = RunState(steps=steps, capacity_rps=step_rps, capacity_window=[100, 112])
-    run.verdicts = unreached_rate(evaluate(snapshot_between(figures, 100, 112), THRESHOLDS), steps, 60)
+    run = RunState(profile="stress", steps=steps, capacity_rps=step_rps, capacity_window=[100, 112])
+    run.verdicts = unreached_rate(evaluate(snapshot_between(figures, 100, 112), THRESHOLDS), steps, 60, stopped)
     return run
 
 
-HELD = {"measured_rps": 390, "held": True, "latency_held": True, "broken": [], "invalid": "", "window": [100, 112]}
+def step(rps: float, broken: tuple[str, ...] = (), invalid: str = "") -> dict:
+    return {"offered_rps": rps, "measured_rps": rps, "held": not broken and not invalid, "broken": list(broken),
+            "latency_held": "http_req_duration" not in broken, "invalid": invalid, "window": [100, 112]}
+
+
+def rate_of(run: RunState) -> tuple[bool, bool, str]:
+    verdict = next(v for v in run.verdicts if v.key == "http_reqs")
+    return verdict.passed, verdict.undecided, verdict.result
+
+
+SATURATED = "generator_loop_lag_ms 31 over its budget of 20"
 
 
 def test_a_stress_run_that_stopped_before_any_step_broke_cannot_fail_the_rate() -> None:
     """Its last step ran at 390 req/s because the run stopped there, not
     because the stack broke: `rps > 500` is UNDECIDED (exit 4), not FAIL,
     and the capacity is a lower bound.  Before the fix this run read FAIL."""
-    run = stress_run([dict(HELD, measured_rps=250), HELD], 390)
+    run = stress_run([step(250), step(390)], 390)
+    assert rate_of(run) == (False, True, "UNDECIDED")
     rate = next(v for v in run.verdicts if v.key == "http_reqs")
-    assert (rate.measured, rate.passed, rate.undecided, rate.result) == (390, False, True, "UNDECIDED")
-    assert "before the run stopped at 60 s" in rate.note and "--run-time" in rate.note
+    assert rate.measured == 390 and "before the run stopped (60 s of load)" in rate.note
+    assert "--run-time" in rate.note
     assert run.verdict == "INCONCLUSIVE" and run.inconclusive_reason == "a KPI is undecided"
-    assert run.inconclusive_cause.startswith("http_reqs 390 against `rps > 500`: no stress step broke a KPI")
-    assert capacity_text(390, run.steps).startswith("at least 390 req/s: no step broke a KPI")
+    assert run.inconclusive_cause.startswith("http_reqs 390 against `rps > 500`: no stress step above the capacity")
+    assert capacity_text(390, run.steps).startswith("at least 390 req/s: no step above it broke a KPI")
     # Every other KPI of that step is still judged as measured.
     assert all(not v.undecided for v in run.verdicts if v.key != "http_reqs")
+    # While the steps still climb, the KPIs tab says so rather than FAIL.
+    climbing = next(v for v in stress_run([step(250)], 250, stopped=False).verdicts if v.key == "http_reqs")
+    assert climbing.undecided and "still climbing" in climbing.note
 
 
-def test_a_stress_run_whose_step_broke_a_kpi_fails_the_rate_it_could_not_reach() -> None:
-    """A step above the capacity broke CPU (or latency): the stack's limit is
-    known and lies below the target, so the rate KPI is a decided FAIL."""
-    for broken in (["sut_cpu_percent"], ["http_req_duration"]):
-        above = dict(HELD, measured_rps=480, held=False, broken=broken, window=[115, 127],
-                     latency_held=broken != ["http_req_duration"])
-        run = stress_run([HELD, above], 390)
-        rate = next(v for v in run.verdicts if v.key == "http_reqs")
-        assert (rate.passed, rate.undecided, run.verdict) == (False, False, "FAIL")
-        assert capacity_text(390, run.steps) == "390 req/s held every KPI; the KPI table judges that step"
+def test_which_breaks_find_the_stacks_limit() -> None:
+    """Only a break in a valid measurement above the capacity step is a
+    limit.  A break measured by a saturated generator is the generator's; a
+    break below the capacity (a cold first step) is below steps that held."""
+    decided = {
+        "cpu above": [step(250), step(390), step(480, ("sut_cpu_percent",))],
+        "latency above": [step(250), step(390), step(480, ("http_req_duration",))],
+    }
+    undecided = {
+        "saturated above": [step(250), step(390), step(480, ("http_req_duration",), SATURATED)],
+        "broke below": [step(250, ("http_req_duration{name:/x}",)), step(312), step(390)],
+    }
+    for case, steps in decided.items():
+        run = stress_run(steps, 390)
+        assert (rate_of(run), run.verdict) == ((False, False, "FAIL"), "FAIL"), case
+        assert capacity_text(390, steps) == "390 req/s held every KPI; the KPI table judges that step", case
+    for case, steps in undecided.items():
+        run = stress_run(steps, 390)
+        assert (rate_of(run), run.verdict) == ((False, True, "UNDECIDED"), "INCONCLUSIVE"), case
+        assert capacity_text(390, steps).startswith("at least 390 req/s"), case
+    # No step held at all and the first one broke: that is a limit, below every step.
+    assert stress_run([step(250, ("http_req_duration",))], 250).verdict == "FAIL"
 
 
 def test_a_stress_run_that_reached_the_rate_passes_and_other_misses_stay_failures() -> None:
-    reached = stress_run([HELD, dict(HELD, measured_rps=520)], 520)
-    assert reached.verdict == "PASS"
-    slow = stress_run([HELD], 390, step_latency_ms=400)      # the judged step itself is too slow
+    assert stress_run([step(390), step(520)], 520).verdict == "PASS"
+    slow = stress_run([step(390)], 390, step_latency_ms=400)      # the judged step itself is too slow
     assert {v.key: v.result for v in slow.verdicts if not v.passed} == {
         "http_req_duration": "FAIL", "http_reqs": "UNDECIDED"}
     assert slow.verdict == "FAIL"
-    # An upper bound on the rate is not "unreached": more steps would not help it.
-    capped = parse({"metrics": {"http_reqs": ["rps < 100"]}})
-    figures = RunFigures(loaded(range(100, 112), 5, per_second=390))
-    verdicts = unreached_rate(evaluate(snapshot_between(figures, 100, 112), capped), [HELD], 60)
-    assert [(v.passed, v.undecided) for v in verdicts] == [(False, False)]
+
+
+def test_only_a_lower_bound_on_the_rate_can_be_unreached() -> None:
+    """``rps > N`` on http_reqs (tagged or not) is; an upper bound, a count
+    or a rate with no samples at all stays failed."""
+    kpis = parse({"metrics": {"http_reqs": ["rps < 100", "count > 99999"], "http_reqs{tenant:t1}": ["rps > 500"],
+                              "http_reqs{tenant:t9}": ["rps > 1"]}})
+    collector = Collector()
+    for second in range(100, 112):
+        for _ in range(390):
+            collector.request(second, "GET", "/x", 5, failed=False, tenant="t1")
+    verdicts = unreached_rate(evaluate(snapshot_between(RunFigures(collector), 100, 112), kpis), [step(390)], 60, True)
+    assert [(v.key, v.expression, v.passed, v.undecided) for v in verdicts] == [
+        ("http_reqs", "rps < 100", False, False), ("http_reqs", "count > 99999", False, False),
+        ("http_reqs{tenant:t1}", "rps > 500", False, True), ("http_reqs{tenant:t9}", "rps > 1", False, False)]
+
+
+def test_a_stress_run_shorter_than_its_first_step() -> None:
+    assert capacity_text(None, []).startswith("no step judged yet")
+    run = stress_run([], 390)
+    rate = next(v for v in run.verdicts if v.key == "http_reqs")
+    assert rate.undecided and "before its first stress step ended" in rate.note
 
 
 def test_each_profile_has_its_own_run_time_and_run_time_overrides_it() -> None:
@@ -144,6 +189,9 @@ def test_each_profile_has_its_own_run_time_and_run_time_overrides_it() -> None:
     assert stress_rate(500, STRESS_MAX_STEPS - 1) > 3 * 500    # its last step offers over 3x the target
     assert run_time_limit("kpi", None) == run_time_limit("noisy", None) == DEFAULT_RUN_TIME_S == 60
     assert run_time_limit("stress", 32) == 32 and run_time_limit("kpi", 8) == 8
+    # locust.conf must not set one for every profile: 60 s stopped the stress steps at 0.8x the target.
+    conf = (Path(__file__).resolve().parents[1] / "locust.conf").read_text()
+    assert not [line for line in conf.splitlines() if line.split("=")[0].strip() in ("run-time", "run_time", "t")]
 
 
 def test_stack_cpu_in_both_readings_of_the_seed() -> None:
