@@ -201,7 +201,7 @@ def write(report_dir: Path, environment, run: RunState, collector: Collector, em
                         "cpus": os.cpu_count(), "system": platform.platform()},
         "kpis": [v.to_json() for v in verdicts],
         "capacity_rps": run.capacity_rps,
-        # A stress run whose steps never broke a KPI stopped below the stack's limit.
+        # A stress run in which no step above the capacity broke a KPI stopped below the stack's limit.
         "capacity_lower_bound": (windows.capacity_is_lower_bound(run.steps)
                                  if options.load_profile == "stress" and run.capacity_rps is not None else None),
         "stress_steps": run.steps,
