@@ -7,7 +7,7 @@ failed check, never a silent pass.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from kpi.percentiles import MEASURED_DECIMALS, histogram_percentile, list_percentile
 from kpi.thresholds import Expression, Threshold, Thresholds
@@ -200,8 +200,8 @@ def undecided_cause(verdicts: list[Verdict]) -> str:
     interval that holds the bound, else the verdict's note (a stress run's
     unreached rate, kpi/windows.py unreached_rate)."""
     return "; ".join(f"{v.key} {v.measured:g} ({interval_note(v.interval, False)}) is too close to "
-                     f"`{v.expression}` to decide in one run" if v.interval and v.measured is not None else
-                     f"{v.key} {measured_text(replace(v, note=''))} against `{v.expression}`: {v.note}"
+                     f"`{v.expression}` to decide in one run" if v.interval else
+                     f"{v.key} {v.measured:g} against `{v.expression}`: {v.note}"
                      for v in verdicts if v.undecided)
 
 

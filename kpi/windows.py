@@ -156,13 +156,19 @@ def judge_stress_step(figures: RunFigures, thresholds: Thresholds, offered_rps: 
             "latency_held": not latency_broken, "broken": broken, "invalid": invalid, "window": [start_s, end_s]}
 
 
+def _capacity_step(steps: Sequence[dict[str, Any]]) -> int | None:
+    """The index of the step with the highest measured rate that held every
+    KPI (None: no step held): the one rule for which step is the capacity."""
+    held = [index for index, step in enumerate(steps) if step["held"]]
+    return max(held, key=lambda index: steps[index]["measured_rps"]) if held else None
+
+
 def capacity(steps: Sequence[dict[str, Any]]) -> tuple[float | None, list[int] | None]:
     """The highest measured rate of a step that held every KPI, and its window."""
-    held = [s for s in steps if s["held"]]
-    if not held:
+    best = _capacity_step(steps)
+    if best is None:
         return None, None
-    best = max(held, key=lambda s: s["measured_rps"])
-    return best["measured_rps"], best["window"]
+    return steps[best]["measured_rps"], steps[best]["window"]
 
 
 def capacity_is_lower_bound(steps: Sequence[dict[str, Any]]) -> bool:
@@ -172,9 +178,9 @@ def capacity_is_lower_bound(steps: Sequence[dict[str, Any]]) -> bool:
     limit, so its capacity says only that the stack holds at least that
     rate.  A break below the capacity step (a cold first step) is not a
     limit: the steps above it held.  No step judged at all: no limit found."""
-    held = [index for index, step in enumerate(steps) if step["held"]]
-    best = max(held, key=lambda index: steps[index]["measured_rps"]) if held else -1
-    return not any(step["broken"] and not step["invalid"] for step in steps[best + 1:])
+    best = _capacity_step(steps)
+    above = steps if best is None else steps[best + 1:]
+    return not any(step["broken"] and not step["invalid"] for step in above)
 
 
 def capacity_text(capacity_rps: float | None, steps: Sequence[dict[str, Any]]) -> str:
